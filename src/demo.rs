@@ -1,0 +1,148 @@
+//! `kdeck demo`: an embedded 3-broker cluster (or `-b` a real one), a topic
+//! `orders` with 6 partitions, synthetic order events, and the engine
+//! consuming them. Nothing to install.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Result};
+use rand::Rng;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+use crate::cli::DemoArgs;
+use crate::embedded::EmbeddedCluster;
+use crate::engine::{self, EngineConfig, SinkSpec, Subscription};
+use crate::headless;
+
+pub const TOPIC: &str = "orders";
+pub const PARTITIONS: i32 = 6;
+
+pub fn run(args: &DemoArgs, on_start: impl FnOnce(Arc<AtomicBool>) -> Result<()>) -> Result<()> {
+    let until = args
+        .duration
+        .as_deref()
+        .map(|d| humantime::parse_duration(d).map_err(|_| anyhow!("--duration `{d}` is not a duration; write it like 20s or 5m")))
+        .transpose()?;
+    let commit = args.commit.parse().map_err(|e: String| anyhow!(e))?;
+
+    let (_cluster, brokers) = match &args.brokers {
+        Some(b) => {
+            ensure_topic(b)?;
+            (None, b.clone())
+        }
+        None => {
+            let c = EmbeddedCluster::new(3)?;
+            c.create_topic(TOPIC, PARTITIONS, 3)?;
+            let b = c.bootstrap_servers();
+            (Some(c), b)
+        }
+    };
+    eprintln!("kdeck demo: cluster {brokers}, topic {TOPIC} ({PARTITIONS} partitions), {} records/s", args.rate);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (brokers, stop, rate) = (brokers.clone(), stop.clone(), args.rate);
+        std::thread::Builder::new().name("kdeck-demo-producer".into()).spawn(move || produce(&brokers, rate, &stop))?
+    };
+
+    let mut config = EngineConfig::new(&brokers, "kdeck-demo", Subscription::Topics(vec![TOPIC.to_string()]));
+    config.commit = commit;
+    config.sink_label = "null".into();
+    let handlers = SinkSpec::Null.factory(Duration::ZERO).map_err(anyhow::Error::msg)?;
+    let engine = engine::start(config, handlers)?;
+    on_start(engine.shutdown_flag())?;
+    let result = headless::run(engine, args.output.json, until);
+    stop.store(true, Ordering::SeqCst);
+    let _ = producer.join();
+    result
+}
+
+fn ensure_topic(brokers: &str) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|e| anyhow!("cannot create an admin client for {brokers}: {e}"))?;
+    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = rt
+        .block_on(admin.create_topics([&topic], &opts))
+        .map_err(|e| anyhow!("cannot reach Kafka at {brokers} to create topic {TOPIC}: {e}"))?;
+    for r in results {
+        if let Err((t, code)) = r {
+            if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                return Err(anyhow!("cannot create topic {t} on {brokers}: {code}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Synthetic order events at about `rate` per second, keyed by customer.
+fn produce(brokers: &str, rate: u32, stop: &AtomicBool) {
+    let producer: BaseProducer = match ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .create()
+    {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("demo producer: {e}");
+            return;
+        }
+    };
+    let mut rng = rand::rng();
+    let tick = Duration::from_millis(10);
+    let per_tick = (rate as f64 / 100.0).max(0.0);
+    let mut owed = 0.0;
+    let mut n: u64 = 0;
+    let mut next = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        owed += per_tick;
+        while owed >= 1.0 {
+            owed -= 1.0;
+            n += 1;
+            let customer = format!("c-{:04}", rng.random_range(0..500));
+            let value = order_json(n, &customer, &mut rng);
+            let mut record = BaseRecord::to(TOPIC).key(customer.as_str()).payload(value.as_str());
+            while let Err((e, r)) = producer.send(record) {
+                // Queue full: let deliveries drain, then try again.
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                tracing::debug!("demo producer: {e}");
+                producer.poll(Duration::from_millis(50));
+                record = r;
+            }
+        }
+        producer.poll(Duration::ZERO);
+        next += tick;
+        if let Some(d) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        } else {
+            next = Instant::now();
+        }
+    }
+    let _ = producer.flush(Duration::from_secs(2));
+}
+
+fn order_json(n: u64, customer: &str, rng: &mut impl Rng) -> String {
+    const SKUS: [&str; 6] = ["kb-01", "mouse-02", "cable-03", "dock-04", "ssd-05", "fan-06"];
+    let items: Vec<_> = (0..rng.random_range(1..4))
+        .map(|_| serde_json::json!({"sku": SKUS[rng.random_range(0..SKUS.len())], "qty": rng.random_range(1..5)}))
+        .collect();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    serde_json::json!({
+        "order_id": format!("o-{n:08}"),
+        "customer": customer,
+        "amount": (rng.random_range(100..50_000) as f64) / 100.0,
+        "currency": "EUR",
+        "items": items,
+        "created_at": now,
+    })
+    .to_string()
+}

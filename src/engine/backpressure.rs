@@ -1,0 +1,46 @@
+//! Automatic back-pressure with hysteresis. Pausing makes librdkafka drop its
+//! prefetched data for the partition and refetch on resume, so flapping is
+//! expensive: pause at a high-water mark, resume only below a low-water mark
+//! and after a minimum pause.
+
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy)]
+pub struct BackPressure {
+    pub high_water: usize,
+    pub low_water: usize,
+    pub min_pause: Duration,
+}
+
+impl BackPressure {
+    pub fn new(high_water: usize) -> Self {
+        let high_water = high_water.max(2);
+        BackPressure { high_water, low_water: high_water / 4, min_pause: Duration::from_millis(200) }
+    }
+
+    /// The new back-pressure pause for a partition: `Some(since)` when paused.
+    pub fn decide(&self, queued: usize, paused_since: Option<Instant>, now: Instant) -> Option<Instant> {
+        match paused_since {
+            None if queued >= self.high_water => Some(now),
+            Some(since) if queued <= self.low_water && now.duration_since(since) >= self.min_pause => None,
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_at_high_water_and_resumes_only_below_low_water_after_the_minimum() {
+        let bp = BackPressure::new(100);
+        let t0 = Instant::now();
+        assert_eq!(bp.decide(99, None, t0), None);
+        let since = bp.decide(100, None, t0).expect("paused at the high-water mark");
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(bp.decide(50, Some(since), later), Some(since), "between the marks: stays paused");
+        assert_eq!(bp.decide(10, Some(since), t0 + Duration::from_millis(50)), Some(since), "too soon");
+        assert_eq!(bp.decide(25, Some(since), later), None, "at the low-water mark: resumes");
+    }
+}

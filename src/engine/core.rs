@@ -1,0 +1,751 @@
+//! The engine's state and the operations on it. Owned by the poll thread
+//! (shared with librdkafka's callbacks, which run on that same thread).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+use kdeck_ui::model::{
+    EngineError, EngineState, PartitionState, PartitionView, RebalanceEvent, RebalanceState, Snapshot, ThroughputSample,
+};
+use rdkafka::consumer::{CommitMode as KCommitMode, Consumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::backpressure::BackPressure;
+use super::commit::{CommitMode, CommitStrategy};
+use super::commit_queue::CommitQueue;
+use super::context::KConsumer;
+use super::handler::HandlerFactory;
+use super::offsets::OffsetTracker;
+use super::stats::Stats;
+use super::worker::{Worker, WorkerEvent};
+use super::Tp;
+
+const HISTORY: usize = 300;
+const REBALANCE_HISTORY: usize = 50;
+const ERROR_HISTORY: usize = 50;
+
+/// Fixed facts about the engine, shown in the snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub cluster: String,
+    pub group: String,
+    pub group_protocol: String,
+    pub assignor: String,
+    pub sink: String,
+}
+
+struct Part {
+    tracker: OffsetTracker,
+    worker: Worker,
+    /// Records the worker's full queue could not take yet (rare: we pause at the high-water mark).
+    stash: VecDeque<OwnedMessage>,
+    position: Option<i64>,
+    committed: Option<i64>,
+    high_watermark: Option<i64>,
+    /// End offset when assigned, for `--stop-at-end`.
+    end_at_assign: Option<i64>,
+    initialized: bool,
+    bp_since: Option<Instant>,
+    /// What librdkafka was last told (it cannot be asked).
+    applied_pause: bool,
+    processed: u64,
+    processed_at_sample: u64,
+    rate: f64,
+}
+
+impl Part {
+    fn queued(&self) -> usize {
+        self.worker.queued() + self.stash.len()
+    }
+}
+
+struct PendingRebalance {
+    started: SystemTime,
+    lost: Vec<String>,
+    assignment_lost: bool,
+}
+
+pub struct Core {
+    pub identity: Identity,
+    member_id: String,
+    strategy: CommitStrategy,
+    pending_strategy: Option<CommitStrategy>,
+    parts: BTreeMap<Tp, Part>,
+    /// Operator pauses, kept across rebalances: re-applied when a partition comes back.
+    operator_paused: BTreeSet<Tp>,
+    backpressure: BackPressure,
+    queue_capacity: usize,
+    revoke_timeout: Duration,
+    handlers: HandlerFactory,
+    /// Where async commit outcomes come back. Taken out before the consumer is destroyed.
+    pub commit_queue: Option<CommitQueue>,
+    events_tx: Sender<WorkerEvent>,
+    events_rx: Receiver<WorkerEvent>,
+    stop_at_end: bool,
+    pub draining: bool,
+    rebalance_state: RebalanceState,
+    pending_rebalance: Option<PendingRebalance>,
+    rebalances: VecDeque<RebalanceEvent>,
+    errors: VecDeque<EngineError>,
+    consumed: u64,
+    processed: u64,
+    failed: u64,
+    commits: u64,
+    commit_failures: u64,
+    finished_since_commit: u64,
+    last_commit: Instant,
+    throughput: VecDeque<ThroughputSample>,
+    last_sample: (Instant, u64, u64, u64),
+    started_at: SystemTime,
+    /// Set when something happened that the screen should show at once.
+    pub dirty: bool,
+}
+
+impl Core {
+    pub fn new(
+        identity: Identity,
+        strategy: CommitStrategy,
+        queue_capacity: usize,
+        revoke_timeout: Duration,
+        handlers: HandlerFactory,
+        stop_at_end: bool,
+    ) -> Core {
+        let (events_tx, events_rx) = crossbeam_channel::unbounded();
+        Core {
+            identity,
+            member_id: String::new(),
+            strategy,
+            pending_strategy: None,
+            parts: BTreeMap::new(),
+            operator_paused: BTreeSet::new(),
+            backpressure: BackPressure::new(queue_capacity),
+            queue_capacity,
+            revoke_timeout,
+            handlers,
+            commit_queue: None,
+            events_tx,
+            events_rx,
+            stop_at_end,
+            draining: false,
+            rebalance_state: RebalanceState::Stable,
+            pending_rebalance: None,
+            rebalances: VecDeque::new(),
+            errors: VecDeque::new(),
+            consumed: 0,
+            processed: 0,
+            failed: 0,
+            commits: 0,
+            commit_failures: 0,
+            finished_since_commit: 0,
+            last_commit: Instant::now(),
+            throughput: VecDeque::new(),
+            last_sample: (Instant::now(), 0, 0, 0),
+            started_at: SystemTime::now(),
+            dirty: true,
+        }
+    }
+
+    // ---- rebalances -------------------------------------------------------
+
+    pub fn assign(&mut self, consumer: &KConsumer, tps: Vec<Tp>, protocol: String, member_id: String) {
+        self.member_id = member_id;
+        for tp in &tps {
+            if self.parts.contains_key(tp) {
+                continue;
+            }
+            let handler = (self.handlers)(&tp.0, tp.1);
+            let worker = Worker::spawn(tp.clone(), handler, self.queue_capacity, self.events_tx.clone());
+            self.parts.insert(
+                tp.clone(),
+                Part {
+                    tracker: OffsetTracker::default(),
+                    worker,
+                    stash: VecDeque::new(),
+                    position: None,
+                    committed: None,
+                    high_watermark: None,
+                    end_at_assign: None,
+                    initialized: false,
+                    bp_since: None,
+                    applied_pause: false,
+                    processed: 0,
+                    processed_at_sample: 0,
+                    rate: 0.0,
+                },
+            );
+        }
+        self.sync_pauses(consumer);
+        let pending = self.pending_rebalance.take();
+        let now = SystemTime::now();
+        let started = pending.as_ref().map_or(now, |p| p.started);
+        self.push_rebalance(RebalanceEvent {
+            started_at_ms: ms(started),
+            duration_ms: now.duration_since(started).unwrap_or_default().as_millis() as u64,
+            protocol,
+            gained: tps.iter().map(tp_name).collect(),
+            lost: pending.as_ref().map(|p| p.lost.clone()).unwrap_or_default(),
+            assignment_lost: pending.is_some_and(|p| p.assignment_lost),
+        });
+        self.rebalance_state = RebalanceState::Stable;
+        self.dirty = true;
+        tracing::info!("assigned {:?}", tps);
+    }
+
+    pub fn rebalance_completing(&mut self) {
+        self.pending_rebalance.get_or_insert_with(|| PendingRebalance {
+            started: SystemTime::now(),
+            lost: Vec::new(),
+            assignment_lost: false,
+        });
+        self.rebalance_state = RebalanceState::CompletingRebalance;
+        self.dirty = true;
+    }
+
+    /// Stops the workers of the revoked partitions, waits briefly for the record
+    /// each has in hand, and commits what finished (unless the assignment was lost:
+    /// another member may own them already).
+    pub fn revoke(&mut self, consumer: &KConsumer, tps: Vec<Tp>, lost: bool) {
+        let pending = self.pending_rebalance.get_or_insert_with(|| PendingRebalance {
+            started: SystemTime::now(),
+            lost: Vec::new(),
+            assignment_lost: false,
+        });
+        pending.lost.extend(tps.iter().map(tp_name));
+        pending.assignment_lost |= lost;
+        self.rebalance_state = RebalanceState::PreparingRebalance;
+        self.dirty = true;
+
+        let deadline = Instant::now() + self.revoke_timeout;
+        for tp in &tps {
+            if let Some(part) = self.parts.get_mut(tp) {
+                part.stash.clear();
+                if !part.worker.stop_and_wait(deadline.saturating_duration_since(Instant::now())) {
+                    tracing::warn!("{} still busy at revoke; its record stays uncommitted", tp_name(tp));
+                }
+            }
+        }
+        self.drain_events();
+        if lost {
+            tracing::warn!("assignment lost for {:?}: nothing committed for it", tps);
+        } else {
+            self.commit(consumer, CommitMode::Sync, Some(&tps));
+        }
+        // A pause outlives the assignment in librdkafka: resume before the partition goes.
+        let mut resume = TopicPartitionList::new();
+        for tp in &tps {
+            if let Some(part) = self.parts.remove(tp) {
+                if part.applied_pause {
+                    resume.add_partition(&tp.0, tp.1);
+                }
+            }
+        }
+        if resume.count() > 0 {
+            if let Err(e) = consumer.resume(&resume) {
+                tracing::warn!("resume of revoked partitions failed: {e}");
+            }
+        }
+        tracing::info!("revoked {:?} (lost: {lost})", tps);
+    }
+
+    fn push_rebalance(&mut self, ev: RebalanceEvent) {
+        if self.rebalances.len() == REBALANCE_HISTORY {
+            self.rebalances.pop_front();
+        }
+        self.rebalances.push_back(ev);
+    }
+
+    // ---- records ------------------------------------------------------------
+
+    /// Hands polled records to their partitions' workers. Under at-most-once they
+    /// are committed first.
+    pub fn dispatch(&mut self, consumer: &KConsumer, records: Vec<OwnedMessage>) {
+        if records.is_empty() {
+            return;
+        }
+        if self.strategy == CommitStrategy::AtMostOnce && self.pending_strategy.is_none() {
+            self.commit_received(consumer, &records);
+        }
+        for record in records {
+            let tp = (record.topic().to_string(), record.partition());
+            let Some(part) = self.parts.get_mut(&tp) else {
+                // Not (or no longer) ours: untracked, so never committed by us.
+                continue;
+            };
+            self.consumed += 1;
+            part.tracker.received(record.offset());
+            part.position = Some(record.offset() + 1);
+            if !part.stash.is_empty() {
+                part.stash.push_back(record);
+            } else if let Err(record) = part.worker.offer(record) {
+                part.stash.push_back(record);
+            }
+        }
+    }
+
+    fn commit_received(&mut self, consumer: &KConsumer, records: &[OwnedMessage]) {
+        let mut next: BTreeMap<Tp, i64> = BTreeMap::new();
+        for r in records {
+            let tp = (r.topic().to_string(), r.partition());
+            if self.parts.contains_key(&tp) {
+                next.insert(tp, r.offset() + 1);
+            }
+        }
+        let offsets: Vec<(Tp, i64)> = next.into_iter().collect();
+        self.send_commit(consumer, &offsets, KCommitMode::Sync);
+    }
+
+    /// Moves stashed records into worker queues as room frees up.
+    pub fn flush_stashes(&mut self) {
+        for part in self.parts.values_mut() {
+            while let Some(record) = part.stash.pop_front() {
+                if let Err(record) = part.worker.offer(record) {
+                    part.stash.push_front(record);
+                    break;
+                }
+            }
+        }
+    }
+
+    pub fn drain_events(&mut self) {
+        while let Ok(ev) = self.events_rx.try_recv() {
+            match ev {
+                WorkerEvent::Finished { tp, offsets, .. } => {
+                    let Some(part) = self.parts.get_mut(&tp) else { continue };
+                    for o in &offsets {
+                        if part.tracker.finished(*o) {
+                            part.processed += 1;
+                            self.processed += 1;
+                            self.finished_since_commit += 1;
+                        }
+                    }
+                }
+                WorkerEvent::Failed { tp, offset, error } => {
+                    self.failed += 1;
+                    self.record_error("handler", format!("{}@{offset}: {error}", tp_name(&tp)));
+                }
+            }
+        }
+    }
+
+    // ---- commits ------------------------------------------------------------
+
+    pub fn maybe_commit(&mut self, consumer: &KConsumer) {
+        if self.pending_strategy.is_some() {
+            return; // the switch commits synchronously once in-flight work is done
+        }
+        if let Some(mode) = self.strategy.due(self.finished_since_commit, self.last_commit.elapsed()) {
+            self.commit(consumer, mode, None);
+        }
+    }
+
+    /// Commits the finished watermark of the given partitions (all when None)
+    /// wherever it is ahead of what is committed.
+    pub fn commit(&mut self, consumer: &KConsumer, mode: CommitMode, only: Option<&[Tp]>) {
+        let offsets: Vec<(Tp, i64)> = self
+            .parts
+            .iter()
+            .filter(|(tp, _)| only.is_none_or(|o| o.contains(tp)))
+            .filter_map(|(tp, p)| {
+                let w = p.tracker.watermark()?;
+                (p.committed.is_none_or(|c| w > c)).then(|| (tp.clone(), w))
+            })
+            .collect();
+        self.finished_since_commit = 0;
+        self.last_commit = Instant::now();
+        let mode = match mode {
+            CommitMode::Sync => KCommitMode::Sync,
+            CommitMode::Async => KCommitMode::Async,
+        };
+        self.send_commit(consumer, &offsets, mode);
+    }
+
+    fn send_commit(&mut self, consumer: &KConsumer, offsets: &[(Tp, i64)], mode: KCommitMode) {
+        if offsets.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in offsets {
+            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+        }
+        let result = match (mode, &self.commit_queue) {
+            (KCommitMode::Async, Some(queue)) => queue.commit(consumer, &tpl), // outcome comes back later
+            _ => consumer
+                .commit(&tpl, KCommitMode::Sync)
+                .map(|()| self.apply_committed(offsets.iter().cloned()))
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = result {
+            self.commit_failures += 1;
+            self.record_error("commit", format!("commit failed: {e}"));
+        }
+    }
+
+    /// Applies the outcomes of asynchronous commits that have come back.
+    pub fn collect_commit_outcomes(&mut self) {
+        let Some(queue) = &self.commit_queue else { return };
+        for outcome in queue.outcomes() {
+            let mut stored = Vec::new();
+            for (tp, offset, error) in outcome.partitions {
+                match error.or_else(|| outcome.error.clone()) {
+                    None => stored.push((tp, offset)),
+                    Some(e) => {
+                        self.commit_failures += 1;
+                        self.record_error("commit", format!("commit of {} at {offset} failed: {e}", tp_name(&tp)));
+                    }
+                }
+            }
+            self.apply_committed(stored.into_iter());
+        }
+    }
+
+    fn apply_committed(&mut self, offsets: impl Iterator<Item = (Tp, i64)>) {
+        let mut any = false;
+        for (tp, o) in offsets {
+            if let Some(part) = self.parts.get_mut(&tp) {
+                if part.committed.is_none_or(|c| o > c) {
+                    part.committed = Some(o);
+                    any = true;
+                }
+            }
+        }
+        if any {
+            self.commits += 1;
+        }
+    }
+
+    // ---- pausing ------------------------------------------------------------
+
+    pub fn set_operator_pause(&mut self, consumer: &KConsumer, tps: Vec<Tp>, paused: bool) {
+        for tp in tps {
+            if paused {
+                self.operator_paused.insert(tp);
+            } else {
+                self.operator_paused.remove(&tp);
+            }
+        }
+        self.sync_pauses(consumer);
+        self.dirty = true;
+    }
+
+    /// Clears every operator pause, including those of partitions not assigned right now.
+    pub fn resume_all(&mut self, consumer: &KConsumer) {
+        self.operator_paused.clear();
+        self.sync_pauses(consumer);
+        self.dirty = true;
+    }
+
+    pub fn assigned(&self) -> Vec<Tp> {
+        self.parts.keys().cloned().collect()
+    }
+
+    pub fn apply_backpressure(&mut self, consumer: &KConsumer) {
+        let now = Instant::now();
+        let mut changed = false;
+        for (tp, part) in self.parts.iter_mut() {
+            let decided = self.backpressure.decide(part.queued(), part.bp_since, now);
+            if decided.is_some() != part.bp_since.is_some() {
+                tracing::info!("back-pressure {} {}", if decided.is_some() { "pauses" } else { "resumes" }, tp_name(tp));
+                changed = true;
+            }
+            part.bp_since = decided;
+        }
+        if changed {
+            self.sync_pauses(consumer);
+        }
+    }
+
+    /// Tells librdkafka the pause state each partition should have, where it differs.
+    fn sync_pauses(&mut self, consumer: &KConsumer) {
+        let hold = self.engine_hold();
+        let mut pause = TopicPartitionList::new();
+        let mut resume = TopicPartitionList::new();
+        for (tp, part) in self.parts.iter_mut() {
+            let want = hold || part.bp_since.is_some() || self.operator_paused.contains(tp);
+            if want != part.applied_pause {
+                if want { &mut pause } else { &mut resume }.add_partition(&tp.0, tp.1);
+                part.applied_pause = want;
+            }
+        }
+        if pause.count() > 0 {
+            if let Err(e) = consumer.pause(&pause) {
+                self.record_error("broker", format!("pause failed: {e}"));
+            }
+        }
+        if resume.count() > 0 {
+            if let Err(e) = consumer.resume(&resume) {
+                self.record_error("broker", format!("resume failed: {e}"));
+            }
+        }
+    }
+
+    /// The engine itself holds every partition while a strategy change or shutdown drains.
+    fn engine_hold(&self) -> bool {
+        self.draining || self.pending_strategy.is_some()
+    }
+
+    // ---- commit strategy --------------------------------------------------
+
+    /// Starts a strategy change: fetching pauses, in-flight work finishes and is
+    /// committed under the old strategy, then the new one takes over.
+    pub fn request_strategy(&mut self, consumer: &KConsumer, strategy: CommitStrategy) {
+        if strategy == self.strategy && self.pending_strategy.is_none() {
+            return;
+        }
+        tracing::info!("commit strategy change requested: {} -> {strategy}", self.strategy);
+        self.pending_strategy = Some(strategy);
+        self.sync_pauses(consumer);
+        self.dirty = true;
+    }
+
+    pub fn maybe_finish_strategy_switch(&mut self, consumer: &KConsumer) {
+        let Some(next) = self.pending_strategy else { return };
+        if self.in_flight() > 0 {
+            return;
+        }
+        self.commit(consumer, CommitMode::Sync, None);
+        tracing::info!("commit strategy now {next} (was {})", self.strategy);
+        self.strategy = next;
+        self.pending_strategy = None;
+        self.sync_pauses(consumer);
+        self.dirty = true;
+    }
+
+    pub fn strategy(&self) -> CommitStrategy {
+        self.strategy
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.parts.values().map(|p| p.tracker.unfinished()).sum()
+    }
+
+    // ---- shutdown -----------------------------------------------------------
+
+    pub fn begin_drain(&mut self, consumer: &KConsumer) {
+        if !self.draining {
+            self.draining = true;
+            self.sync_pauses(consumer);
+            self.dirty = true;
+        }
+    }
+
+    /// Stops every worker (after the record in hand) and commits what finished.
+    pub fn finish_drain(&mut self, consumer: &KConsumer, deadline: Duration) {
+        let until = Instant::now() + deadline;
+        for part in self.parts.values_mut() {
+            part.stash.clear();
+            part.worker.stop_and_wait(until.saturating_duration_since(Instant::now()));
+        }
+        self.drain_events();
+        self.commit(consumer, CommitMode::Sync, None);
+    }
+
+    // ---- partition facts ----------------------------------------------------
+
+    /// Reads committed offsets (and end offsets for `--stop-at-end`) of newly
+    /// assigned partitions. Done here, not in the rebalance callback, so the
+    /// callback stays quick.
+    pub fn init_partitions(&mut self, consumer: &KConsumer) {
+        let new: Vec<Tp> = self.parts.iter().filter(|(_, p)| !p.initialized).map(|(tp, _)| tp.clone()).collect();
+        if new.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for tp in &new {
+            tpl.add_partition(&tp.0, tp.1);
+        }
+        match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
+            Ok(tpl) => {
+                for e in tpl.elements() {
+                    if let (Some(part), Offset::Offset(o)) =
+                        (self.parts.get_mut(&(e.topic().to_string(), e.partition())), e.offset())
+                    {
+                        part.committed = part.committed.max(Some(o));
+                    }
+                }
+            }
+            Err(e) => {
+                self.record_error("broker", format!("reading committed offsets failed: {e}"));
+                return;
+            }
+        }
+        for tp in new {
+            let ends = if self.stop_at_end {
+                match consumer.fetch_watermarks(&tp.0, tp.1, Duration::from_secs(10)) {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        self.record_error("broker", format!("reading end offset of {} failed: {e}", tp_name(&tp)));
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            if let Some(part) = self.parts.get_mut(&tp) {
+                if let Some((lo, hi)) = ends {
+                    part.end_at_assign = Some(hi);
+                    part.high_watermark = part.high_watermark.max(Some(hi));
+                    // An empty partition (or one emptied by retention) is at its end already.
+                    if lo >= hi {
+                        part.committed = part.committed.max(Some(hi));
+                    }
+                }
+                part.initialized = true;
+            }
+        }
+        self.dirty = true;
+    }
+
+    /// `--stop-at-end`: every assigned partition is processed and committed up to
+    /// the end offset it had when it was assigned.
+    pub fn at_end(&self) -> bool {
+        self.stop_at_end
+            && !self.parts.is_empty()
+            && self.rebalance_state == RebalanceState::Stable
+            && self.parts.values().all(|p| match (p.end_at_assign, p.committed) {
+                (Some(end), Some(c)) => c >= end,
+                _ => false,
+            })
+    }
+
+    pub fn apply_stats(&mut self, stats: &Stats) {
+        for (t, p, hi) in stats.high_watermarks() {
+            if let Some(part) = self.parts.get_mut(&(t.to_string(), p)) {
+                part.high_watermark = Some(hi);
+            }
+        }
+        if let Some(g) = &stats.cgrp {
+            // Stats see a rebalance start before any callback does (nothing may be revoked).
+            if matches!(g.join_state.as_str(), "wait-join" | "wait-metadata")
+                && self.rebalance_state == RebalanceState::Stable
+                && g.state == "up"
+            {
+                self.rebalance_state = RebalanceState::PreparingRebalance;
+                self.pending_rebalance.get_or_insert_with(|| PendingRebalance {
+                    started: SystemTime::now(),
+                    lost: Vec::new(),
+                    assignment_lost: false,
+                });
+                self.dirty = true;
+            }
+        }
+        if stats.all_brokers_down() {
+            self.record_error("broker", "all brokers are down".to_string());
+        }
+    }
+
+    pub fn record_error(&mut self, area: &str, message: String) {
+        if self.errors.len() == ERROR_HISTORY {
+            self.errors.pop_front();
+        }
+        self.errors.push_back(EngineError { at_ms: ms(SystemTime::now()), area: area.to_string(), message });
+        self.dirty = true;
+    }
+
+    // ---- the snapshot -------------------------------------------------------
+
+    /// Once a second: throughput sample and per-partition rates.
+    pub fn sample(&mut self) {
+        let (at, c0, p0, f0) = self.last_sample;
+        let secs = at.elapsed().as_secs_f64();
+        if secs < 1.0 {
+            return;
+        }
+        if self.throughput.len() == HISTORY {
+            self.throughput.pop_front();
+        }
+        self.throughput.push_back(ThroughputSample {
+            at_ms: ms(SystemTime::now()),
+            consumed_per_s: (self.consumed - c0) as f64 / secs,
+            processed_per_s: (self.processed - p0) as f64 / secs,
+            failed_per_s: (self.failed - f0) as f64 / secs,
+        });
+        for part in self.parts.values_mut() {
+            part.rate = (part.processed - part.processed_at_sample) as f64 / secs;
+            part.processed_at_sample = part.processed;
+        }
+        self.last_sample = (Instant::now(), self.consumed, self.processed, self.failed);
+    }
+
+    pub fn snapshot(&self, stopped: bool) -> Snapshot {
+        let partitions: Vec<PartitionView> = self
+            .parts
+            .iter()
+            .map(|(tp, p)| {
+                let state = if self.operator_paused.contains(tp) {
+                    PartitionState::PausedByOperator
+                } else if p.bp_since.is_some() {
+                    PartitionState::PausedByBackPressure
+                } else if self.engine_hold() {
+                    PartitionState::PausedByEngine
+                } else {
+                    PartitionState::Active
+                };
+                let base = p.committed.or(p.position);
+                let lag = match (p.high_watermark, base) {
+                    (Some(h), Some(b)) => (h - b).max(0),
+                    _ => 0,
+                };
+                PartitionView {
+                    topic: tp.0.clone(),
+                    partition: tp.1,
+                    state,
+                    paused: p.applied_pause,
+                    position: p.position,
+                    committed: p.committed,
+                    finished: p.tracker.watermark(),
+                    high_watermark: p.high_watermark,
+                    lag,
+                    queued: p.queued(),
+                    in_flight: p.tracker.unfinished(),
+                    rate: p.rate,
+                }
+            })
+            .collect();
+        let all_paused = !partitions.is_empty() && partitions.iter().all(|p| p.paused);
+        let engine_state = if stopped {
+            EngineState::Stopped
+        } else if self.draining {
+            EngineState::Draining
+        } else if all_paused {
+            EngineState::Paused
+        } else if self.rebalances.is_empty() && self.parts.is_empty() {
+            EngineState::Starting
+        } else {
+            EngineState::Running
+        };
+        Snapshot {
+            captured_at_ms: ms(SystemTime::now()),
+            started_at_ms: ms(self.started_at),
+            cluster: self.identity.cluster.clone(),
+            group: self.identity.group.clone(),
+            member_id: self.member_id.clone(),
+            group_protocol: self.identity.group_protocol.clone(),
+            assignor: self.identity.assignor.clone(),
+            engine_state,
+            commit_strategy: self.strategy.to_string(),
+            pending_commit_strategy: self.pending_strategy.map(|s| s.to_string()),
+            sink: self.identity.sink.clone(),
+            consumed: self.consumed,
+            processed: self.processed,
+            failed: self.failed,
+            commits: self.commits,
+            commit_failures: self.commit_failures,
+            lag_total: partitions.iter().map(|p| p.lag).sum(),
+            partitions,
+            rebalance_state: self.rebalance_state,
+            rebalances: self.rebalances.iter().cloned().collect(),
+            throughput: self.throughput.iter().cloned().collect(),
+            errors: self.errors.iter().cloned().collect(),
+        }
+    }
+}
+
+pub fn tp_name(tp: &Tp) -> String {
+    format!("{}[{}]", tp.0, tp.1)
+}
+
+pub fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}

@@ -1,0 +1,365 @@
+//! The consumer engine: one thread owns and polls the consumer, per-partition
+//! workers handle records, offsets are committed up to what has finished.
+//! The engine publishes `Snapshot`s and takes `Command`s; it knows nothing of
+//! terminals.
+
+pub mod backpressure;
+pub mod commit;
+pub mod commit_queue;
+pub mod context;
+pub mod core;
+pub mod handler;
+pub mod offsets;
+pub mod stats;
+pub mod worker;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use crossbeam_channel::{Receiver, Sender};
+use kdeck_ui::intent::Intent;
+use kdeck_ui::model::Snapshot;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
+use tokio::sync::watch;
+
+pub use self::commit::CommitStrategy;
+use self::context::{EngineContext, KConsumer};
+use self::core::{Core, Identity};
+pub use self::handler::{Handler, HandlerFactory, SinkSpec};
+
+/// A topic-partition.
+pub type Tp = (String, i32);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subscription {
+    Topics(Vec<String>),
+    /// A regular expression over topic names.
+    Pattern(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub brokers: String,
+    pub group: String,
+    pub subscription: Subscription,
+    /// librdkafka properties (`-X`), applied over kdeck's defaults.
+    pub properties: Vec<(String, String)>,
+    pub commit: CommitStrategy,
+    /// Per-partition queue: back-pressure pauses a partition at this many queued records.
+    pub max_queue: usize,
+    /// How long shutdown waits for in-flight records.
+    pub drain_timeout: Duration,
+    /// How long a revoke waits for the record a worker has in hand.
+    pub revoke_timeout: Duration,
+    /// Bound on start-up checks (broker reachable, topics exist).
+    pub connect_timeout: Duration,
+    pub stop_at_end: bool,
+    /// How the sink is described in the snapshot.
+    pub sink_label: String,
+}
+
+impl EngineConfig {
+    pub fn new(brokers: &str, group: &str, subscription: Subscription) -> EngineConfig {
+        EngineConfig {
+            brokers: brokers.to_string(),
+            group: group.to_string(),
+            subscription,
+            properties: Vec::new(),
+            commit: CommitStrategy::default(),
+            max_queue: 1000,
+            drain_timeout: Duration::from_secs(10),
+            revoke_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            stop_at_end: false,
+            sink_label: "null".to_string(),
+        }
+    }
+
+    fn property(&self, key: &str) -> Option<&str> {
+        self.properties.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the engine can be asked to do. Applied at a defined point of the poll loop.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Pause(Tp),
+    Resume(Tp),
+    PauseAll,
+    ResumeAll,
+    SetStrategy(CommitStrategy),
+    Shutdown,
+}
+
+impl TryFrom<Intent> for Command {
+    type Error = String;
+    fn try_from(intent: Intent) -> Result<Command, String> {
+        Ok(match intent {
+            Intent::PausePartition { topic, partition } => Command::Pause((topic, partition)),
+            Intent::ResumePartition { topic, partition } => Command::Resume((topic, partition)),
+            Intent::PauseAll => Command::PauseAll,
+            Intent::ResumeAll => Command::ResumeAll,
+            Intent::SetCommitStrategy(s) => Command::SetStrategy(s.parse()?),
+            Intent::Quit => Command::Shutdown,
+        })
+    }
+}
+
+/// The running engine: send commands, watch snapshots, wait for the end.
+pub struct EngineHandle {
+    commands: Sender<Command>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    shutdown: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl EngineHandle {
+    pub fn send(&self, command: Command) {
+        let _ = self.commands.send(command);
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshots.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshots.clone()
+    }
+
+    /// Set this flag (e.g. from a signal handler) to shut the engine down gracefully.
+    pub fn shutdown_flag(&self) -> Arc<AtomicBool> {
+        self.shutdown.clone()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Waits for the engine to stop (after a shutdown, `--stop-at-end` or an error).
+    pub fn join(mut self) -> Result<()> {
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| anyhow!("the engine thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+
+    /// Asks for a graceful shutdown and waits for it.
+    pub fn stop(self) -> Result<()> {
+        self.shutdown.store(true, Ordering::SeqCst);
+        self.join()
+    }
+}
+
+impl Drop for EngineHandle {
+    fn drop(&mut self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Connects, checks the cluster and topics, subscribes and starts the poll thread.
+/// Errors the user can cause come back as one sentence.
+pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHandle> {
+    let group_protocol = config.property("group.protocol").unwrap_or("classic").to_string();
+    let assignor = if group_protocol == "consumer" {
+        format!("{} (broker-side)", config.property("group.remote.assignor").unwrap_or("uniform"))
+    } else {
+        config.property("partition.assignment.strategy").unwrap_or("range,roundrobin").to_string()
+    };
+    let identity = Identity {
+        cluster: config.brokers.clone(),
+        group: config.group.clone(),
+        group_protocol,
+        assignor,
+        sink: config.sink_label.clone(),
+    };
+    let core = Arc::new(Mutex::new(Core::new(
+        identity,
+        config.commit,
+        config.max_queue,
+        config.revoke_timeout,
+        handlers,
+        config.stop_at_end,
+    )));
+
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &config.brokers)
+        .set("group.id", &config.group)
+        .set("client.id", "kdeck")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "1000")
+        // The default (1 s) stalls the fetcher whenever a local queue threshold is hit.
+        .set("fetch.queue.backoff.ms", "10");
+    for (k, v) in &config.properties {
+        cc.set(k, v);
+    }
+    let consumer: KConsumer = cc
+        .create_with_context(EngineContext { core: core.clone() })
+        .map_err(|e| anyhow!("{}", describe_client_error(e)))?;
+
+    check_cluster(&consumer, &config)?;
+    core.lock().unwrap().commit_queue = Some(commit_queue::CommitQueue::new(&consumer));
+    match &config.subscription {
+        Subscription::Topics(topics) => {
+            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+            consumer.subscribe(&topics)
+        }
+        Subscription::Pattern(p) => {
+            let p = if p.starts_with('^') { p.clone() } else { format!("^{p}") };
+            consumer.subscribe(&[p.as_str()])
+        }
+    }
+    .map_err(|e| anyhow!("subscribing failed: {e}"))?;
+
+    let (commands_tx, commands_rx) = crossbeam_channel::bounded(256);
+    let first = Arc::new(core.lock().unwrap().snapshot(false));
+    let (snap_tx, snap_rx) = watch::channel(first);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let loop_shutdown = shutdown.clone();
+    let drain_timeout = config.drain_timeout;
+    let thread = std::thread::Builder::new()
+        .name("kdeck-poll".into())
+        .spawn(move || poll_loop(consumer, core, commands_rx, snap_tx, loop_shutdown, drain_timeout))?;
+    Ok(EngineHandle { commands: commands_tx, snapshots: snap_rx, shutdown, thread: Some(thread) })
+}
+
+fn describe_client_error(e: KafkaError) -> String {
+    match e {
+        KafkaError::ClientCreation(msg) => {
+            format!("the Kafka client configuration is invalid: {msg} (check the -X options and the config file)")
+        }
+        other => format!("could not create the Kafka client: {other}"),
+    }
+}
+
+/// Fails fast, with one sentence, when the cluster is unreachable or a topic is missing.
+fn check_cluster(consumer: &KConsumer, config: &EngineConfig) -> Result<()> {
+    let md = consumer.fetch_metadata(None, config.connect_timeout).map_err(|e| {
+        anyhow!(
+            "cannot reach Kafka at {} within {} ({e}); check --brokers and that the cluster is up",
+            config.brokers,
+            humantime::format_duration(config.connect_timeout)
+        )
+    })?;
+    match &config.subscription {
+        Subscription::Topics(topics) => {
+            for t in topics {
+                let found = md.topics().iter().any(|mt| mt.name() == t && mt.error().is_none());
+                if !found {
+                    return Err(anyhow!(
+                        "topic `{t}` does not exist on {}; create it or check the name given to --topic",
+                        config.brokers
+                    ));
+                }
+            }
+        }
+        Subscription::Pattern(p) => {
+            let re = regex::Regex::new(p).map_err(|e| anyhow!("--pattern `{p}` is not a valid regular expression: {e}"))?;
+            if !md.topics().iter().any(|t| re.is_match(t.name())) {
+                tracing::warn!("no topic matches --pattern `{p}` yet; waiting for one to appear");
+            }
+        }
+    }
+    Ok(())
+}
+
+const POLL_TIMEOUT: Duration = Duration::from_millis(50);
+const MAX_POLL_BATCH: usize = 2000;
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
+
+fn poll_loop(
+    consumer: KConsumer,
+    core: Arc<Mutex<Core>>,
+    commands: Receiver<Command>,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+    shutdown: Arc<AtomicBool>,
+    drain_timeout: Duration,
+) -> Result<()> {
+    let mut last_publish = Instant::now();
+    let mut batch = Vec::with_capacity(MAX_POLL_BATCH);
+    let mut drain_started: Option<Instant> = None;
+    loop {
+        // Poll without the core lock: callbacks (rebalance, commit, stats) take it.
+        batch.clear();
+        let mut timeout = POLL_TIMEOUT;
+        while batch.len() < MAX_POLL_BATCH {
+            match consumer.poll(timeout) {
+                Some(Ok(m)) => batch.push(m.detach()),
+                Some(Err(e)) => {
+                    core.lock().unwrap().record_error("broker", format!("consume error: {e}"));
+                    break;
+                }
+                None => break,
+            }
+            timeout = Duration::ZERO;
+        }
+
+        let mut c = core.lock().unwrap();
+        if drain_started.is_none() {
+            c.dispatch(&consumer, std::mem::take(&mut batch));
+        } // while draining, anything still delivered is left untracked: never committed
+        c.flush_stashes();
+        c.drain_events();
+        c.collect_commit_outcomes();
+        c.init_partitions(&consumer);
+
+        while let Ok(cmd) = commands.try_recv() {
+            apply(&mut c, &consumer, cmd, &shutdown);
+        }
+        if (shutdown.load(Ordering::SeqCst) || c.at_end()) && drain_started.is_none() {
+            tracing::info!("shutting down: finishing in-flight records");
+            c.begin_drain(&consumer);
+            drain_started = Some(Instant::now());
+        }
+        if let Some(started) = drain_started {
+            if c.in_flight() == 0 || started.elapsed() >= drain_timeout {
+                c.finish_drain(&consumer, Duration::from_secs(1));
+                let _ = snapshots.send(Arc::new(c.snapshot(false)));
+                break;
+            }
+        } else {
+            c.apply_backpressure(&consumer);
+            c.maybe_finish_strategy_switch(&consumer);
+            c.maybe_commit(&consumer);
+        }
+
+        c.sample();
+        if c.dirty || last_publish.elapsed() >= SNAPSHOT_EVERY {
+            c.dirty = false;
+            let _ = snapshots.send(Arc::new(c.snapshot(false)));
+            last_publish = Instant::now();
+        }
+    }
+    // The commit queue must go before the consumer it belongs to.
+    core.lock().unwrap().commit_queue = None;
+    // Leaving the group runs the revoke callback (inside Drop); it finds nothing left to do.
+    consumer.unsubscribe();
+    drop(consumer);
+    let _ = snapshots.send(Arc::new(core.lock().unwrap().snapshot(true)));
+    tracing::info!("engine stopped");
+    Ok(())
+}
+
+fn apply(core: &mut Core, consumer: &KConsumer, cmd: Command, shutdown: &AtomicBool) {
+    tracing::info!("command: {cmd:?}");
+    match cmd {
+        Command::Pause(tp) => core.set_operator_pause(consumer, vec![tp], true),
+        Command::Resume(tp) => core.set_operator_pause(consumer, vec![tp], false),
+        Command::PauseAll => {
+            let all = core.assigned();
+            core.set_operator_pause(consumer, all, true)
+        }
+        Command::ResumeAll => core.resume_all(consumer),
+        Command::SetStrategy(s) => core.request_strategy(consumer, s),
+        Command::Shutdown => shutdown.store(true, Ordering::SeqCst),
+    }
+}

@@ -1,0 +1,125 @@
+//! Per-partition offset tracking: which received records have finished, and
+//! the contiguous watermark below which everything has.
+//!
+//! Offsets within a partition are increasing but not dense (compaction,
+//! transaction markers), so "contiguous" means "every record *received*
+//! below the watermark has finished", not "every integer".
+
+use std::collections::VecDeque;
+
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    /// Received, in offset order, with a finished flag; the finished prefix is popped.
+    pending: VecDeque<(i64, bool)>,
+    /// Everything below this offset has finished (None before the first record).
+    watermark: Option<i64>,
+    unfinished: usize,
+}
+
+impl OffsetTracker {
+    /// Registers a record handed to a worker. Offsets must increase; a repeat or
+    /// an older offset (a rewind after a failed commit) restarts tracking there.
+    pub fn received(&mut self, offset: i64) {
+        if let Some(&(last, _)) = self.pending.back() {
+            if offset <= last {
+                self.reset_to(offset);
+            }
+        } else if matches!(self.watermark, Some(w) if offset < w) {
+            self.reset_to(offset);
+        }
+        self.pending.push_back((offset, false));
+        self.unfinished += 1;
+    }
+
+    /// Marks a received record finished and advances the watermark over the finished prefix.
+    /// Returns false when the offset was never received (ignored).
+    pub fn finished(&mut self, offset: i64) -> bool {
+        let Ok(i) = self.pending.binary_search_by_key(&offset, |&(o, _)| o) else {
+            return false;
+        };
+        if !self.pending[i].1 {
+            self.pending[i].1 = true;
+            self.unfinished -= 1;
+        }
+        while let Some(&(o, true)) = self.pending.front() {
+            self.watermark = Some(o + 1);
+            self.pending.pop_front();
+        }
+        true
+    }
+
+    /// The next offset to commit: every received record below it has finished.
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermark
+    }
+
+    /// Received records that have not finished yet.
+    pub fn unfinished(&self) -> usize {
+        self.unfinished
+    }
+
+    fn reset_to(&mut self, offset: i64) {
+        self.pending.clear();
+        self.unfinished = 0;
+        self.watermark = Some(offset);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_waits_for_the_oldest_unfinished_record() {
+        let mut t = OffsetTracker::default();
+        for o in 10..15 {
+            t.received(o);
+        }
+        assert_eq!(t.watermark(), None);
+        t.finished(11);
+        t.finished(12);
+        assert_eq!(t.watermark(), None, "10 is still running");
+        t.finished(10);
+        assert_eq!(t.watermark(), Some(13));
+        assert_eq!(t.unfinished(), 2);
+        t.finished(14);
+        assert_eq!(t.watermark(), Some(13));
+        t.finished(13);
+        assert_eq!(t.watermark(), Some(15));
+        assert_eq!(t.unfinished(), 0);
+    }
+
+    #[test]
+    fn gaps_in_offsets_do_not_hold_the_watermark_back() {
+        let mut t = OffsetTracker::default();
+        t.received(3);
+        t.received(7); // 4..6 compacted away or transaction markers
+        t.finished(3);
+        t.finished(7);
+        assert_eq!(t.watermark(), Some(8));
+    }
+
+    #[test]
+    fn unknown_and_repeated_completions_are_ignored() {
+        let mut t = OffsetTracker::default();
+        t.received(1);
+        assert!(!t.finished(2));
+        assert!(t.finished(1));
+        assert!(!t.finished(1));
+        assert_eq!(t.watermark(), Some(2));
+        assert_eq!(t.unfinished(), 0);
+    }
+
+    #[test]
+    fn a_rewind_restarts_tracking_at_the_older_offset() {
+        let mut t = OffsetTracker::default();
+        t.received(5);
+        t.received(6);
+        t.finished(5);
+        t.received(5); // redelivered after a seek
+        assert_eq!(t.watermark(), Some(5));
+        assert_eq!(t.unfinished(), 1);
+        t.finished(5);
+        assert_eq!(t.watermark(), Some(6));
+    }
+}

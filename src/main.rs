@@ -1,0 +1,47 @@
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::Parser;
+use kdeck::cli::{Cli, Command};
+use kdeck::{config, demo, engine, headless, logging};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kdeck: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => {
+            let cfg = config::resolve(&args)?;
+            let (_guard, log) = logging::init(cfg.log_file.as_deref())?;
+            eprintln!("kdeck: logging to {}", log.display());
+            let handlers = cfg.sink.factory(cfg.handler_delay).map_err(anyhow::Error::msg)?;
+            let engine = engine::start(cfg.engine, handlers)?;
+            on_signals_shut_down(engine.shutdown_flag())?;
+            headless::run(engine, args.output.json, None)
+        }
+        Command::Demo(args) => {
+            let (_guard, log) = logging::init(args.output.log_file.as_deref())?;
+            eprintln!("kdeck: logging to {}", log.display());
+            demo::run(&args, on_signals_shut_down)
+        }
+    }
+}
+
+/// SIGINT/SIGTERM ask for a graceful shutdown; a second one exits at once.
+fn on_signals_shut_down(flag: Arc<AtomicBool>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone())?;
+        signal_hook::flag::register(sig, flag.clone())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! The view model: everything the screen, the headless JSON status and the
+//! metrics endpoint can show. The engine builds a `Snapshot`; views only read it.
+//!
+//! Times are milliseconds since the Unix epoch so a snapshot is plain data that
+//! renders the same way every time (views show time relative to `captured_at_ms`).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Snapshot {
+    pub captured_at_ms: u64,
+    pub started_at_ms: u64,
+    pub cluster: String,
+    pub group: String,
+    pub member_id: String,
+    /// `classic` or `consumer` (KIP-848).
+    pub group_protocol: String,
+    /// The assignor for classic groups (e.g. `range`, `cooperative-sticky`); the broker assigns under KIP-848.
+    pub assignor: String,
+    pub engine_state: EngineState,
+    pub commit_strategy: String,
+    /// Set while a strategy change waits for in-flight records to finish under the old one.
+    pub pending_commit_strategy: Option<String>,
+    pub sink: String,
+    pub consumed: u64,
+    pub processed: u64,
+    pub failed: u64,
+    pub commits: u64,
+    pub commit_failures: u64,
+    /// Sum over assigned partitions of `lag`.
+    pub lag_total: i64,
+    pub partitions: Vec<PartitionView>,
+    pub rebalance_state: RebalanceState,
+    /// Newest last, bounded.
+    pub rebalances: Vec<RebalanceEvent>,
+    /// One sample a second, newest last, bounded.
+    pub throughput: Vec<ThroughputSample>,
+    /// Recent engine errors (broker unreachable, commit failed, ...), newest last, bounded.
+    pub errors: Vec<EngineError>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineState {
+    #[default]
+    Starting,
+    Running,
+    /// Every assigned partition is paused (by the operator or for a strategy change).
+    Paused,
+    /// Shutting down: no new fetches, finishing in-flight work.
+    Draining,
+    Stopped,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum RebalanceState {
+    #[default]
+    Stable,
+    PreparingRebalance,
+    CompletingRebalance,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionState {
+    #[default]
+    Active,
+    PausedByOperator,
+    PausedByBackPressure,
+    /// Paused by the engine while a commit-strategy change or shutdown drains in-flight work.
+    PausedByEngine,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PartitionView {
+    pub topic: String,
+    pub partition: i32,
+    pub state: PartitionState,
+    pub paused: bool,
+    /// Next offset the consumer will hand out (last received + 1).
+    pub position: Option<i64>,
+    /// Last offset committed to the group (the next record to read after a restart).
+    pub committed: Option<i64>,
+    /// Everything below this offset has finished processing.
+    pub finished: Option<i64>,
+    pub high_watermark: Option<i64>,
+    /// `high_watermark - committed` (what a restart would have to read again).
+    pub lag: i64,
+    /// Records waiting in this partition's worker queue.
+    pub queued: usize,
+    /// Records received but not yet finished (queued + being processed).
+    pub in_flight: usize,
+    /// Records processed per second over the last second.
+    pub rate: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RebalanceEvent {
+    pub started_at_ms: u64,
+    pub duration_ms: u64,
+    /// `eager`, `cooperative` or `none` as librdkafka reports the protocol in use.
+    pub protocol: String,
+    /// `topic[partition]` strings.
+    pub gained: Vec<String>,
+    pub lost: Vec<String>,
+    /// True when partitions were lost (not revoked cleanly): nothing was committed for them.
+    pub assignment_lost: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct ThroughputSample {
+    pub at_ms: u64,
+    pub consumed_per_s: f64,
+    pub processed_per_s: f64,
+    pub failed_per_s: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct EngineError {
+    pub at_ms: u64,
+    /// What the error concerns: `broker`, `commit`, `rebalance`, `handler`, `config`.
+    pub area: String,
+    pub message: String,
+}
+
+impl Snapshot {
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionView> {
+        self.partitions.iter().find(|p| p.topic == topic && p.partition == partition)
+    }
+}
