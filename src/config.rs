@@ -36,7 +36,7 @@ impl FileConfig {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow!("cannot read the config file {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+            let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
             let at = line.map(|l| format!(" at line {l}")).unwrap_or_default();
             anyhow!("the config file {} is not valid{at}: {}", path.display(), e.message().trim_end_matches('\n'))
         })

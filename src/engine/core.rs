@@ -462,7 +462,9 @@ impl Core {
         let mut pause = TopicPartitionList::new();
         let mut resume = TopicPartitionList::new();
         for (tp, part) in self.parts.iter_mut() {
-            let want = hold || part.bp_since.is_some() || self.operator_paused.contains(tp);
+            let by_operator = self.operator_paused.contains(tp);
+            part.worker.set_hold(by_operator && !self.draining);
+            let want = hold || part.bp_since.is_some() || by_operator;
             if want != part.applied_pause {
                 if want { &mut pause } else { &mut resume }.add_partition(&tp.0, tp.1);
                 part.applied_pause = want;

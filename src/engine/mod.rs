@@ -234,6 +234,9 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
 
 fn describe_client_error(e: KafkaError) -> String {
     match e {
+        KafkaError::ClientConfig(_, desc, key, value) => {
+            format!("librdkafka rejects the property {key}={value} ({desc}); fix or remove that -X option or config entry")
+        }
         KafkaError::ClientCreation(msg) => {
             format!("the Kafka client configuration is invalid: {msg} (check the -X options and the config file)")
         }
@@ -273,7 +276,8 @@ fn check_cluster(consumer: &KConsumer, config: &EngineConfig) -> Result<()> {
 }
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(50);
-const MAX_POLL_BATCH: usize = 2000;
+// Also the most a partition queue can overshoot its high-water mark by (one poll batch).
+const MAX_POLL_BATCH: usize = 256;
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
 
 fn poll_loop(
@@ -287,7 +291,8 @@ fn poll_loop(
     let mut last_publish = Instant::now();
     let mut batch = Vec::with_capacity(MAX_POLL_BATCH);
     let mut drain_started: Option<Instant> = None;
-    loop {
+    // The last word is the state at the final commit, before the group is left.
+    let last = loop {
         // Poll without the core lock: callbacks (rebalance, commit, stats) take it.
         batch.clear();
         let mut timeout = POLL_TIMEOUT;
@@ -323,8 +328,7 @@ fn poll_loop(
         if let Some(started) = drain_started {
             if c.in_flight() == 0 || started.elapsed() >= drain_timeout {
                 c.finish_drain(&consumer, Duration::from_secs(1));
-                let _ = snapshots.send(Arc::new(c.snapshot(false)));
-                break;
+                break c.snapshot(true);
             }
         } else {
             c.apply_backpressure(&consumer);
@@ -338,13 +342,13 @@ fn poll_loop(
             let _ = snapshots.send(Arc::new(c.snapshot(false)));
             last_publish = Instant::now();
         }
-    }
+    };
     // The commit queue must go before the consumer it belongs to.
     core.lock().unwrap().commit_queue = None;
     // Leaving the group runs the revoke callback (inside Drop); it finds nothing left to do.
     consumer.unsubscribe();
     drop(consumer);
-    let _ = snapshots.send(Arc::new(core.lock().unwrap().snapshot(true)));
+    let _ = snapshots.send(Arc::new(last));
     tracing::info!("engine stopped");
     Ok(())
 }

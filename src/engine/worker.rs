@@ -30,6 +30,8 @@ pub struct Worker {
     tx: Option<Sender<OwnedMessage>>,
     rx_len: Receiver<OwnedMessage>,
     stop: Arc<AtomicBool>,
+    /// Set while the operator pauses the partition: no new record is started.
+    hold: Arc<AtomicBool>,
     exited: Receiver<()>,
     thread: Option<JoinHandle<()>>,
 }
@@ -38,17 +40,19 @@ impl Worker {
     pub fn spawn(tp: Tp, mut handler: Box<dyn Handler>, capacity: usize, events: Sender<WorkerEvent>) -> Worker {
         let (tx, rx) = crossbeam_channel::bounded::<OwnedMessage>(capacity.max(1));
         let stop = Arc::new(AtomicBool::new(false));
+        let hold = Arc::new(AtomicBool::new(false));
         let (exit_tx, exited) = crossbeam_channel::bounded::<()>(0);
         let rx_len = rx.clone();
         let stop_flag = stop.clone();
+        let hold_flag = hold.clone();
         let thread = std::thread::Builder::new()
             .name(format!("kdeck-{}-{}", tp.0, tp.1))
             .spawn(move || {
                 let _exit = exit_tx; // dropped when the thread ends: wakes `stop_and_wait`
-                run(tp, &mut *handler, rx, &stop_flag, &events);
+                run(tp, &mut *handler, rx, &Flags { stop: &stop_flag, hold: &hold_flag }, &events);
             })
             .expect("spawn worker thread");
-        Worker { tx: Some(tx), rx_len, stop, exited, thread: Some(thread) }
+        Worker { tx: Some(tx), rx_len, stop, hold, exited, thread: Some(thread) }
     }
 
     /// Hands a record over without blocking; gives it back when the queue is full.
@@ -57,6 +61,12 @@ impl Worker {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(r)) | Err(TrySendError::Disconnected(r)) => Err(r),
         }
+    }
+
+    /// Holds (or releases) the worker before its next record: an operator pause
+    /// stops progress at once, not after the queue has drained.
+    pub fn set_hold(&self, hold: bool) {
+        self.hold.store(hold, Ordering::SeqCst);
     }
 
     /// Records waiting in the queue (not counting the one being handled).
@@ -99,13 +109,36 @@ impl Drop for Worker {
     }
 }
 
-fn run(tp: Tp, handler: &mut dyn Handler, rx: Receiver<OwnedMessage>, stop: &AtomicBool, events: &Sender<WorkerEvent>) {
+struct Flags<'a> {
+    stop: &'a AtomicBool,
+    hold: &'a AtomicBool,
+}
+
+impl Flags<'_> {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Waits while held; false if stopped.
+    fn wait_unless_held(&self) -> bool {
+        while self.hold.load(Ordering::SeqCst) {
+            if self.stopped() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        !self.stopped()
+    }
+}
+
+fn run(tp: Tp, handler: &mut dyn Handler, rx: Receiver<OwnedMessage>, flags: &Flags, events: &Sender<WorkerEvent>) {
+    let stop = flags.stop;
     let mut done = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
         let started = Instant::now();
         let mut next = Some(first);
         while let Some(record) = next.take() {
-            if stop.load(Ordering::SeqCst) || !handle_with_retry(&tp, handler, &record, stop, events) {
+            if !flags.wait_unless_held() || !handle_with_retry(&tp, handler, &record, stop, events) {
                 break;
             }
             done.push(record.offset());

@@ -1,0 +1,72 @@
+//! Mistakes a user can make end in one clear sentence and a non-zero exit, quickly.
+
+mod common;
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn run(args: &[&str]) -> (Output, Duration) {
+    let started = Instant::now();
+    let out = kdeck().args(args).output().unwrap();
+    (out, started.elapsed())
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn an_unreachable_broker_is_named_within_the_connect_timeout() {
+    // Port 1 on loopback: nothing listens there.
+    let (out, took) = run(&["run", "--headless", "-b", "127.0.0.1:1", "-t", "x", "--connect-timeout", "3s"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("cannot reach Kafka at 127.0.0.1:1"), "{err}");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
+#[test]
+fn a_missing_topic_is_named() {
+    let topic = unique("missing");
+    let (out, _) = run(&["run", "--headless", "-b", &brokers(), "-t", &topic]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(&format!("topic `{topic}` does not exist")), "{err}");
+}
+
+#[test]
+fn a_bad_config_file_names_the_file_the_line_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kdeck.toml");
+    std::fs::write(&path, "brokers = \"127.0.0.1:9092\"\nmax-queue = \"lots\"\n").unwrap();
+    let (out, _) = run(&["run", "--headless", "--config", path.to_str().unwrap(), "-t", "x"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("kdeck.toml is not valid at line 2"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
+}
+
+#[test]
+fn an_unknown_librdkafka_property_is_named() {
+    let (out, _) = run(&["run", "--headless", "-b", "127.0.0.1:1", "-t", "x", "-X", "fetch.max.bites=1"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("fetch.max.bites") && err.contains("-X"), "{err}");
+}
+
+#[test]
+fn an_unknown_option_is_refused() {
+    let (out, took) = run(&["run", "--frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--frobnicate"));
+    assert!(took < Duration::from_secs(5));
+}
+
+#[test]
+fn a_bad_commit_strategy_says_what_is_expected() {
+    let (out, _) = run(&["run", "--headless", "-b", "127.0.0.1:1", "-t", "x", "--commit", "sometimes"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("expected per-message, batch:N"), "{}", stderr(&out));
+}

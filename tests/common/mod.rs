@@ -1,0 +1,197 @@
+//! Shared test helpers: the real broker, an independent producer (kcat),
+//! reading back committed offsets, and waiting on conditions with deadlines.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// The real broker `scripts/test` started (`KDECK_TEST_BROKERS`).
+pub fn brokers() -> String {
+    std::env::var("KDECK_TEST_BROKERS").expect(
+        "KDECK_TEST_BROKERS is not set: run the suite with scripts/test (it starts a real Kafka broker), \
+         or start one with scripts/kafka start and export KDECK_TEST_BROKERS=127.0.0.1:9092",
+    )
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    format!("{prefix}-{}-{t}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+pub fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let res = rt.block_on(admin.create_topics([&NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &opts));
+    for r in res.expect("create topic") {
+        r.expect("topic created");
+    }
+    // Metadata propagates asynchronously: wait until every partition has a leader.
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    wait_for("topic metadata", Duration::from_secs(30), || {
+        c.fetch_metadata(Some(name), Duration::from_secs(5))
+            .ok()
+            .and_then(|md| md.topics().first().map(|t| t.error().is_none() && t.partitions().len() == partitions as usize))
+            .unwrap_or(false)
+    });
+}
+
+/// Produces `n` keyed records (`key-i` / a JSON value of about `size` bytes) with kcat,
+/// an independent client. Returns the records per partition.
+pub fn produce_with_kcat(topic: &str, n: usize, size: usize) -> BTreeMap<i32, i64> {
+    let mut child = Command::new("kcat")
+        .args(["-P", "-b", &brokers(), "-t", topic, "-K", "\t", "-X", "linger.ms=20"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat is installed (scripts/test installs it)");
+    {
+        let mut stdin = std::io::BufWriter::new(child.stdin.take().unwrap());
+        let pad = "x".repeat(size.saturating_sub(40));
+        for i in 0..n {
+            writeln!(stdin, "key-{i}\t{{\"n\":{i},\"pad\":\"{pad}\"}}").unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "kcat failed: {}", String::from_utf8_lossy(&out.stderr));
+    let ends = end_offsets(topic);
+    assert_eq!(ends.values().sum::<i64>(), n as i64, "kcat produced every record");
+    ends
+}
+
+/// High watermark of every partition of `topic`.
+pub fn end_offsets(topic: &str) -> BTreeMap<i32, i64> {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    md.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| (p.id(), c.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap().1))
+        .collect()
+}
+
+/// The group's committed offset of every partition of `topic` (-1 where none).
+pub fn committed_offsets(group: &str, topic: &str) -> BTreeMap<i32, i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in end_offsets(topic).keys() {
+        tpl.add_partition(topic, *p);
+    }
+    c.committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap()
+        .elements()
+        .iter()
+        .map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { o } else { -1 }))
+        .collect()
+}
+
+/// Every (partition, offset) a `jsonl:` sink file holds, with how often each was seen.
+pub fn seen_in_sink(path: &Path) -> BTreeMap<(i32, i64), usize> {
+    let mut seen = BTreeMap::new();
+    let Ok(f) = std::fs::File::open(path) else { return seen };
+    for line in std::io::BufReader::new(f).lines() {
+        let line = line.unwrap();
+        if line.is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad sink line {line:?}: {e}"));
+        *seen.entry((v["partition"].as_i64().unwrap() as i32, v["offset"].as_i64().unwrap())).or_insert(0) += 1;
+    }
+    seen
+}
+
+/// Asserts that `seen` holds every offset below each partition's end.
+pub fn assert_all_seen(seen: &BTreeSet<(i32, i64)>, ends: &BTreeMap<i32, i64>) {
+    let mut missing = Vec::new();
+    for (&p, &end) in ends {
+        for o in 0..end {
+            if !seen.contains(&(p, o)) {
+                missing.push((p, o));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{} records never processed, first: {:?}", missing.len(), &missing[..missing.len().min(10)]);
+}
+
+pub fn line_count(path: &Path) -> usize {
+    std::fs::read(path).map(|b| b.iter().filter(|&&c| c == b'\n').count()).unwrap_or(0)
+}
+
+/// Polls `cond` until it holds; panics with `what` at the deadline.
+pub fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + deadline;
+    while !cond() {
+        assert!(Instant::now() < until, "timed out after {deadline:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn kdeck() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kdeck"));
+    c.env_remove("KDECK_BROKERS").env_remove("KDECK_GROUP").env_remove("KDECK_TOPICS");
+    c
+}
+
+/// Starts `kdeck run --headless` against the test broker with a jsonl sink.
+/// Its status lines go to `<sink>.stderr`, its log to `<sink>.log`.
+pub fn spawn_run(group: &str, topic: &str, sink: &Path, extra: &[&str]) -> Child {
+    let log = sink.with_extension("log");
+    let stderr = std::fs::File::create(sink.with_extension("stderr")).unwrap();
+    kdeck()
+        .args(["run", "--headless", "-b", &brokers(), "-G", group, "-t", topic])
+        .arg("--sink")
+        .arg(format!("jsonl:{}", sink.display()))
+        .arg("--log-file")
+        .arg(&log)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a child with a deadline; kills it and panics if it does not exit.
+pub fn wait_exit(child: &mut Child, deadline: Duration) -> ExitStatus {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= until {
+            let _ = child.kill();
+            let out = read_all(child.stderr.take());
+            panic!("kdeck did not exit within {deadline:?}; stderr:\n{out}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn read_all(r: Option<impl std::io::Read>) -> String {
+    let mut s = String::new();
+    if let Some(mut r) = r {
+        let _ = r.read_to_string(&mut s);
+    }
+    s
+}
+
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}

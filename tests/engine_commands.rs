@@ -1,0 +1,171 @@
+//! The engine in-process against the real broker, driven by commands:
+//! pausing, back-pressure and live commit-strategy changes.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use kdeck::engine::{self, Command, CommitStrategy, EngineConfig, EngineHandle, Handler, HandlerFactory, Subscription};
+use kdeck_ui::model::{PartitionState, Snapshot};
+use rdkafka::message::{Message, OwnedMessage};
+
+type Seen = Arc<Mutex<Vec<(i32, i64)>>>;
+
+/// Records every (partition, offset) it handles, taking `delay` for each.
+fn recorder(delay: Duration) -> (HandlerFactory, Seen) {
+    struct Recorder {
+        seen: Seen,
+        delay: Duration,
+    }
+    impl Handler for Recorder {
+        fn handle(&mut self, r: &OwnedMessage) -> Result<(), String> {
+            std::thread::sleep(self.delay);
+            self.seen.lock().unwrap().push((r.partition(), r.offset()));
+            Ok(())
+        }
+    }
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let factory: HandlerFactory =
+        Arc::new(move |_: &str, _: i32| Box::new(Recorder { seen: s.clone(), delay }) as Box<dyn Handler>);
+    (factory, seen)
+}
+
+fn config(group: &str, topic: &str) -> EngineConfig {
+    let mut c = EngineConfig::new(&brokers(), group, Subscription::Topics(vec![topic.to_string()]));
+    c.properties.push(("partition.assignment.strategy".into(), "range".into()));
+    c
+}
+
+fn wait_snapshot(engine: &EngineHandle, what: &str, deadline: Duration, cond: impl Fn(&Snapshot) -> bool) -> Arc<Snapshot> {
+    wait_for(what, deadline, || cond(&engine.snapshot()));
+    engine.snapshot()
+}
+
+fn count(seen: &Seen, partition: i32) -> usize {
+    seen.lock().unwrap().iter().filter(|(p, _)| *p == partition).count()
+}
+
+fn distinct(seen: &Seen) -> BTreeSet<(i32, i64)> {
+    seen.lock().unwrap().iter().cloned().collect()
+}
+
+fn wait_until_finished(engine: EngineHandle, deadline: Duration) {
+    wait_for("the engine to stop at the end", deadline, || engine.is_finished());
+    engine.join().unwrap();
+}
+
+#[test]
+fn pausing_a_partition_stops_it_while_others_go_on_and_survives_a_rebalance() {
+    let topic = unique("pause");
+    let group = unique("g-pause");
+    create_topic(&topic, 2);
+    let ends = produce_with_kcat(&topic, 4_000, 60);
+    let (handlers, seen) = recorder(Duration::from_millis(1));
+    let mut cfg = config(&group, &topic);
+    cfg.stop_at_end = true;
+    let engine = engine::start(cfg, handlers).unwrap();
+    wait_for("both partitions to progress", Duration::from_secs(60), || count(&seen, 0) > 50 && count(&seen, 1) > 50);
+
+    engine.send(Command::Pause((topic.clone(), 0)));
+    wait_snapshot(&engine, "partition 0 paused", Duration::from_secs(10), |s| {
+        s.partition(&topic, 0).is_some_and(|p| p.paused && p.state == PartitionState::PausedByOperator)
+    });
+    let at_pause = count(&seen, 0);
+    let p1_at_pause = count(&seen, 1);
+    wait_for("partition 1 to go on", Duration::from_secs(30), || count(&seen, 1) >= p1_at_pause + 300);
+    assert!(count(&seen, 0) <= at_pause + 1, "a paused partition makes no progress beyond the record in hand");
+
+    // A member joining the group for another topic rebalances it: every partition
+    // is revoked and assigned again; the operator's pause must come back with it.
+    let before = engine.snapshot().rebalances.len();
+    let other = unique("pause-other");
+    create_topic(&other, 1);
+    let (h2, _) = recorder(Duration::ZERO);
+    let intruder = engine::start(config(&group, &other), h2).unwrap();
+    let after = wait_snapshot(&engine, "a rebalance", Duration::from_secs(60), |s| {
+        s.rebalances.len() > before && s.partition(&topic, 0).is_some()
+    });
+    assert!(after.partition(&topic, 0).unwrap().paused, "the pause survived the rebalance");
+    let p1_now = count(&seen, 1);
+    wait_for("partition 1 to go on after the rebalance", Duration::from_secs(30), || {
+        count(&seen, 1) >= (p1_now + 200).min(ends[&1] as usize)
+    });
+    assert!(count(&seen, 0) <= at_pause + 1, "still paused after the rebalance");
+    intruder.stop().unwrap();
+
+    engine.send(Command::Resume((topic.clone(), 0)));
+    wait_until_finished(engine, Duration::from_secs(120));
+    let got = distinct(&seen);
+    assert_all_seen(&got, &ends);
+    // Partition 0 resumed where it stopped: its offsets were handled in order, without gaps.
+    let p0: Vec<i64> = seen.lock().unwrap().iter().filter(|(p, _)| *p == 0).map(|(_, o)| *o).collect();
+    let mut sorted = p0.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len() as i64, ends[&0]);
+    assert_eq!(committed_offsets(&group, &topic), ends);
+}
+
+#[test]
+fn back_pressure_pauses_a_full_partition_bounds_its_queue_and_resumes_it() {
+    let topic = unique("bp");
+    let group = unique("g-bp");
+    create_topic(&topic, 1);
+    let ends = produce_with_kcat(&topic, 3_000, 60);
+    let (handlers, seen) = recorder(Duration::from_millis(1));
+    let mut cfg = config(&group, &topic);
+    cfg.max_queue = 50;
+    cfg.stop_at_end = true;
+    let engine = engine::start(cfg, handlers).unwrap();
+
+    let mut rx = engine.subscribe();
+    let (mut paused_seen, mut resumed_after_pause, mut max_queued) = (false, false, 0);
+    wait_for("back-pressure to pause and resume", Duration::from_secs(60), || {
+        let s = rx.borrow_and_update().clone();
+        if let Some(p) = s.partition(&topic, 0) {
+            max_queued = max_queued.max(p.queued);
+            if p.state == PartitionState::PausedByBackPressure {
+                assert!(p.paused);
+                paused_seen = true;
+            } else if paused_seen && p.state == PartitionState::Active && !p.paused {
+                resumed_after_pause = true;
+            }
+        }
+        paused_seen && resumed_after_pause
+    });
+    wait_until_finished(engine, Duration::from_secs(60));
+    assert!(max_queued <= 50 + 256, "the queue stays bounded (max {max_queued} for a high-water mark of 50)");
+    assert_all_seen(&distinct(&seen), &ends);
+    assert_eq!(committed_offsets(&group, &topic), ends);
+}
+
+#[test]
+fn switching_the_commit_strategy_mid_stream_loses_nothing() {
+    let topic = unique("switch");
+    let group = unique("g-switch");
+    create_topic(&topic, 6);
+    let ends = produce_with_kcat(&topic, 12_000, 60);
+    let (handlers, seen) = recorder(Duration::from_micros(300));
+    let mut cfg = config(&group, &topic);
+    cfg.stop_at_end = true;
+    let engine = engine::start(cfg, handlers).unwrap();
+
+    let mut progress = 500;
+    for next in ["per-message", "interval:200ms", "at-most-once", "batch:100"] {
+        wait_for("progress before the switch", Duration::from_secs(60), || seen.lock().unwrap().len() >= progress);
+        let strategy: CommitStrategy = next.parse().unwrap();
+        engine.send(Command::SetStrategy(strategy));
+        wait_snapshot(&engine, &format!("strategy {next}"), Duration::from_secs(30), |s| {
+            s.commit_strategy == next && s.pending_commit_strategy.is_none()
+        });
+        progress += 1_500;
+    }
+    wait_until_finished(engine, Duration::from_secs(120));
+    assert_all_seen(&distinct(&seen), &ends);
+    let committed: BTreeMap<i32, i64> = committed_offsets(&group, &topic);
+    assert_eq!(committed, ends);
+}
