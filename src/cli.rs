@@ -49,7 +49,7 @@ pub struct RunArgs {
     /// Simulated work per record, e.g. 2ms (for demos and tests).
     #[arg(long)]
     pub handler_delay: Option<String>,
-    /// Per-partition queue size: back-pressure pauses a partition when it fills (default 1000).
+    /// Per-partition queue size: back-pressure pauses a partition when it fills (default 10000).
     #[arg(long)]
     pub max_queue: Option<usize>,
     /// How long shutdown waits for in-flight records (default 10s).

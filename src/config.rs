@@ -103,7 +103,7 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
     let mut engine = EngineConfig::new(&brokers, &group, subscription);
     engine.properties = properties;
     engine.commit = commit;
-    engine.max_queue = args.max_queue.or(file.max_queue).unwrap_or(1000);
+    engine.max_queue = args.max_queue.or(file.max_queue).unwrap_or(10_000);
     if engine.max_queue < 2 {
         bail!("--max-queue must be at least 2");
     }

@@ -15,7 +15,7 @@ pub struct BackPressure {
 impl BackPressure {
     pub fn new(high_water: usize) -> Self {
         let high_water = high_water.max(2);
-        BackPressure { high_water, low_water: high_water / 4, min_pause: Duration::from_millis(200) }
+        BackPressure { high_water, low_water: high_water / 4, min_pause: Duration::from_millis(100) }
     }
 
     /// The new back-pressure pause for a partition: `Some(since)` when paused.

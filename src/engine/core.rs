@@ -81,6 +81,7 @@ pub struct Core {
     handlers: HandlerFactory,
     /// Where async commit outcomes come back. Taken out before the consumer is destroyed.
     pub commit_queue: Option<CommitQueue>,
+    async_commit_in_flight: bool,
     events_tx: Sender<WorkerEvent>,
     events_rx: Receiver<WorkerEvent>,
     stop_at_end: bool,
@@ -125,6 +126,7 @@ impl Core {
             revoke_timeout,
             handlers,
             commit_queue: None,
+            async_commit_in_flight: false,
             events_tx,
             events_rx,
             stop_at_end,
@@ -335,6 +337,11 @@ impl Core {
         if self.pending_strategy.is_some() {
             return; // the switch commits synchronously once in-flight work is done
         }
+        if self.async_commit_in_flight {
+            // One at a time: the coordinator handles commits in order, so a backlog of
+            // them only delays the newest; the next one carries the latest watermark.
+            return;
+        }
         if let Some(mode) = self.strategy.due(self.finished_since_commit, self.last_commit.elapsed()) {
             self.commit(consumer, mode, None);
         }
@@ -370,7 +377,11 @@ impl Core {
             let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
         }
         let result = match (mode, &self.commit_queue) {
-            (KCommitMode::Async, Some(queue)) => queue.commit(consumer, &tpl), // outcome comes back later
+            (KCommitMode::Async, Some(queue)) => {
+                // The outcome comes back through the queue.
+                self.async_commit_in_flight = true;
+                queue.commit(consumer, &tpl).inspect_err(|_| self.async_commit_in_flight = false)
+            }
             _ => consumer
                 .commit(&tpl, KCommitMode::Sync)
                 .map(|()| self.apply_committed(offsets.iter().cloned()))
@@ -386,6 +397,7 @@ impl Core {
     pub fn collect_commit_outcomes(&mut self) {
         let Some(queue) = &self.commit_queue else { return };
         for outcome in queue.outcomes() {
+            self.async_commit_in_flight = false;
             let mut stored = Vec::new();
             for (tp, offset, error) in outcome.partitions {
                 match error.or_else(|| outcome.error.clone()) {

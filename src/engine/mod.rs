@@ -71,7 +71,7 @@ impl EngineConfig {
             subscription,
             properties: Vec::new(),
             commit: CommitStrategy::default(),
-            max_queue: 1000,
+            max_queue: 10_000,
             drain_timeout: Duration::from_secs(10),
             revoke_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
