@@ -41,8 +41,15 @@ fn config(group: &str, topic: &str) -> EngineConfig {
 }
 
 fn wait_snapshot(engine: &EngineHandle, what: &str, deadline: Duration, cond: impl Fn(&Snapshot) -> bool) -> Arc<Snapshot> {
-    wait_for(what, deadline, || cond(&engine.snapshot()));
-    engine.snapshot()
+    let until = std::time::Instant::now() + deadline;
+    loop {
+        let s = engine.snapshot();
+        if cond(&s) {
+            return s;
+        }
+        assert!(std::time::Instant::now() < until, "timed out after {deadline:?} waiting for {what}; last snapshot: {s:#?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn count(seen: &Seen, partition: i32) -> usize {
@@ -90,6 +97,12 @@ fn pausing_a_partition_stops_it_while_others_go_on_and_survives_a_rebalance() {
         s.rebalances.len() > before && s.partition(&topic, 0).is_some()
     });
     assert!(after.partition(&topic, 0).unwrap().paused, "the pause survived the rebalance");
+    // The rebalance is in the history: an eager one revokes and regains both partitions.
+    let ev = after.rebalances.last().unwrap();
+    assert_eq!(ev.protocol, "eager");
+    assert_eq!(ev.lost.len(), 2, "{ev:?}");
+    assert_eq!(ev.gained.len(), 2, "{ev:?}");
+    assert!(!ev.assignment_lost);
     let p1_now = count(&seen, 1);
     wait_for("partition 1 to go on after the rebalance", Duration::from_secs(30), || {
         count(&seen, 1) >= (p1_now + 200).min(ends[&1] as usize)
@@ -148,9 +161,11 @@ fn switching_the_commit_strategy_mid_stream_loses_nothing() {
     let topic = unique("switch");
     let group = unique("g-switch");
     create_topic(&topic, 6);
-    let ends = produce_with_kcat(&topic, 12_000, 60);
-    let (handlers, seen) = recorder(Duration::from_micros(300));
+    let ends = produce_with_kcat(&topic, 24_000, 60);
+    let (handlers, seen) = recorder(Duration::from_micros(500));
     let mut cfg = config(&group, &topic);
+    // Small queues: a change to at-most-once waits for what is queued to finish.
+    cfg.max_queue = 200;
     cfg.stop_at_end = true;
     let engine = engine::start(cfg, handlers).unwrap();
 

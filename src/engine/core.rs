@@ -85,7 +85,7 @@ pub struct Core {
     events_tx: Sender<WorkerEvent>,
     events_rx: Receiver<WorkerEvent>,
     stop_at_end: bool,
-    pub draining: bool,
+    draining: bool,
     rebalance_state: RebalanceState,
     pending_rebalance: Option<PendingRebalance>,
     rebalances: VecDeque<RebalanceEvent>,
@@ -494,28 +494,35 @@ impl Core {
         }
     }
 
-    /// The engine itself holds every partition while a strategy change or shutdown drains.
+    /// The engine itself holds every partition while shutdown, or a change to
+    /// at-most-once, waits for in-flight records.
     fn engine_hold(&self) -> bool {
-        self.draining || self.pending_strategy.is_some()
+        self.draining || self.pending_strategy == Some(CommitStrategy::AtMostOnce)
     }
 
     // ---- commit strategy --------------------------------------------------
 
-    /// Starts a strategy change: fetching pauses, in-flight work finishes and is
-    /// committed under the old strategy, then the new one takes over.
+    /// Changes the commit strategy. What finished is committed under the old one
+    /// first. Between at-least-once strategies that is all it takes: each commits
+    /// the same watermark. Into at-most-once, records already received were promised
+    /// at-least-once, so fetching pauses until they have finished; only then does
+    /// commit-on-receipt start.
     pub fn request_strategy(&mut self, consumer: &KConsumer, strategy: CommitStrategy) {
         if strategy == self.strategy && self.pending_strategy.is_none() {
             return;
         }
         tracing::info!("commit strategy change requested: {} -> {strategy}", self.strategy);
         self.pending_strategy = Some(strategy);
-        self.sync_pauses(consumer);
+        if strategy == CommitStrategy::AtMostOnce {
+            self.sync_pauses(consumer);
+        }
+        self.maybe_finish_strategy_switch(consumer);
         self.dirty = true;
     }
 
     pub fn maybe_finish_strategy_switch(&mut self, consumer: &KConsumer) {
         let Some(next) = self.pending_strategy else { return };
-        if self.in_flight() > 0 {
+        if next == CommitStrategy::AtMostOnce && self.in_flight() > 0 {
             return;
         }
         self.commit(consumer, CommitMode::Sync, None);
@@ -536,20 +543,18 @@ impl Core {
 
     // ---- shutdown -----------------------------------------------------------
 
-    pub fn begin_drain(&mut self, consumer: &KConsumer) {
-        if !self.draining {
-            self.draining = true;
-            self.sync_pauses(consumer);
-            self.dirty = true;
-        }
-    }
-
-    /// Stops every worker (after the record in hand) and commits what finished.
-    pub fn finish_drain(&mut self, consumer: &KConsumer, deadline: Duration) {
+    /// Graceful shutdown: stop fetching, let each worker finish the record in hand
+    /// (queued records are dropped unfinished, so never committed), commit what
+    /// finished. Waits at most `deadline` for the workers.
+    pub fn drain(&mut self, consumer: &KConsumer, deadline: Duration) {
+        self.draining = true;
+        self.sync_pauses(consumer);
         let until = Instant::now() + deadline;
-        for part in self.parts.values_mut() {
+        for (tp, part) in self.parts.iter_mut() {
             part.stash.clear();
-            part.worker.stop_and_wait(until.saturating_duration_since(Instant::now()));
+            if !part.worker.stop_and_wait(until.saturating_duration_since(Instant::now())) {
+                tracing::warn!("{} still busy at the drain deadline; its record stays uncommitted", tp_name(tp));
+            }
         }
         self.drain_events();
         self.commit(consumer, CommitMode::Sync, None);

@@ -52,7 +52,8 @@ pub struct EngineConfig {
     pub commit: CommitStrategy,
     /// Per-partition queue: back-pressure pauses a partition at this many queued records.
     pub max_queue: usize,
-    /// How long shutdown waits for in-flight records.
+    /// How long shutdown waits for the records workers have in hand (queued ones
+    /// are left uncommitted for the next owner).
     pub drain_timeout: Duration,
     /// How long a revoke waits for the record a worker has in hand.
     pub revoke_timeout: Duration,
@@ -290,7 +291,6 @@ fn poll_loop(
 ) -> Result<()> {
     let mut last_publish = Instant::now();
     let mut batch = Vec::with_capacity(MAX_POLL_BATCH);
-    let mut drain_started: Option<Instant> = None;
     // The last word is the state at the final commit, before the group is left.
     let last = loop {
         // Poll without the core lock: callbacks (rebalance, commit, stats) take it.
@@ -309,9 +309,7 @@ fn poll_loop(
         }
 
         let mut c = core.lock().unwrap();
-        if drain_started.is_none() {
-            c.dispatch(&consumer, std::mem::take(&mut batch));
-        } // while draining, anything still delivered is left untracked: never committed
+        c.dispatch(&consumer, std::mem::take(&mut batch));
         c.flush_stashes();
         c.drain_events();
         c.collect_commit_outcomes();
@@ -320,21 +318,14 @@ fn poll_loop(
         while let Ok(cmd) = commands.try_recv() {
             apply(&mut c, &consumer, cmd, &shutdown);
         }
-        if (shutdown.load(Ordering::SeqCst) || c.at_end()) && drain_started.is_none() {
-            tracing::info!("shutting down: finishing in-flight records");
-            c.begin_drain(&consumer);
-            drain_started = Some(Instant::now());
+        if shutdown.load(Ordering::SeqCst) || c.at_end() {
+            tracing::info!("shutting down: finishing the records in hand");
+            c.drain(&consumer, drain_timeout);
+            break c.snapshot(true);
         }
-        if let Some(started) = drain_started {
-            if c.in_flight() == 0 || started.elapsed() >= drain_timeout {
-                c.finish_drain(&consumer, Duration::from_secs(1));
-                break c.snapshot(true);
-            }
-        } else {
-            c.apply_backpressure(&consumer);
-            c.maybe_finish_strategy_switch(&consumer);
-            c.maybe_commit(&consumer);
-        }
+        c.apply_backpressure(&consumer);
+        c.maybe_finish_strategy_switch(&consumer);
+        c.maybe_commit(&consumer);
 
         c.sample();
         if c.dirty || last_publish.elapsed() >= SNAPSHOT_EVERY {
