@@ -18,6 +18,149 @@ pub enum Command {
     Run(RunArgs),
     /// Run against an embedded Kafka cluster with synthetic traffic: nothing to install.
     Demo(DemoArgs),
+    /// Read the audit store: dead letters, replays, operator actions, rebalances.
+    Audit(AuditArgs),
+    /// Inspect and redrive a dead-letter topic (kdeck's, Spring's, Karafka's or Connect's).
+    Dlq(DlqArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct AuditArgs {
+    /// Audit store (default: audit.sqlite in the user's state directory).
+    #[arg(long, global = true)]
+    pub audit: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum AuditCommand {
+    /// Newest events first.
+    List {
+        /// dead_letter, replay, action or rebalance.
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One event in full.
+    Show { id: i64 },
+    /// Every event as JSON lines (oldest first).
+    Export {
+        /// JSON lines (the only format for now; kept explicit for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    pub command: DlqCommand,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DlqSource {
+    #[arg(short = 'b', long, env = "KDECK_BROKERS")]
+    pub brokers: String,
+    /// The dead-letter topic.
+    #[arg(long)]
+    pub dlq: String,
+    /// Any librdkafka property (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    pub properties: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct DlqFilter {
+    /// Only this dead-letter partition.
+    #[arg(long)]
+    pub partition: Option<i32>,
+    /// Only this dead-letter offset (with --partition).
+    #[arg(long)]
+    pub offset: Option<i64>,
+    /// Only records whose source topic is this.
+    #[arg(long)]
+    pub source_topic: Option<String>,
+    /// Only records of this error class (permanent, retryable) or stage (decode, validate, handle, sink).
+    #[arg(long)]
+    pub error: Option<String>,
+    /// Only records dead-lettered at or after this time (RFC 3339, e.g. 2026-11-26T10:00:00Z).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only records dead-lettered before this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum DlqCommand {
+    /// One line per dead-lettered record: where it came from and why it failed.
+    List {
+        #[command(flatten)]
+        source: DlqSource,
+        #[command(flatten)]
+        filter: DlqFilter,
+    },
+    /// One record with its headers and a payload preview.
+    Show {
+        #[command(flatten)]
+        source: DlqSource,
+        #[arg(long)]
+        partition: i32,
+        #[arg(long)]
+        offset: i64,
+    },
+    /// Replay the records the filter selects (republish to their source, or reprocess here).
+    Replay {
+        #[command(flatten)]
+        source: DlqSource,
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// republish (to the source topic and partition) or reprocess (through --sink here).
+        #[arg(long, default_value = "republish")]
+        mode: String,
+        /// Replay records that were replayed before.
+        #[arg(long)]
+        force: bool,
+        /// For reprocess: pipeline options as for `run`.
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        #[arg(long)]
+        audit: Option<PathBuf>,
+    },
+}
+
+/// decode → validate → sink options, shared by `run` and `dlq replay --mode reprocess`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PipelineArgs {
+    /// Where handled records go: null (default), jsonl:PATH, sqlite:PATH or exec:'COMMAND'.
+    #[arg(long)]
+    pub sink: Option<String>,
+    /// How values are decoded: json, avro, protobuf, text or bytes (default bytes).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// JSON Schema file every decoded value must satisfy.
+    #[arg(long)]
+    pub schema: Option<PathBuf>,
+    /// Confluent Schema Registry URL (basic auth as https://user:password@host).
+    #[arg(long)]
+    pub schema_registry: Option<String>,
+    /// Local Avro writer schema (.avsc), when there is no registry.
+    #[arg(long)]
+    pub avro_schema: Option<PathBuf>,
+    /// Avro reader schema: records are resolved to it (schema evolution).
+    #[arg(long)]
+    pub reader_schema: Option<PathBuf>,
+    /// Protobuf descriptor set (protoc --descriptor_set_out), when there is no registry.
+    #[arg(long)]
+    pub proto_descriptor: Option<PathBuf>,
+    /// Fully qualified Protobuf message type in --proto-descriptor.
+    #[arg(long)]
+    pub proto_message: Option<String>,
+    /// Simulated work per record, e.g. 2ms (for demos and tests).
+    #[arg(long)]
+    pub handler_delay: Option<String>,
 }
 
 #[derive(Debug, Args, Default, Clone)]
@@ -43,12 +186,8 @@ pub struct RunArgs {
     /// per-message | batch:N | interval:DURATION | at-most-once (default batch:1000).
     #[arg(long)]
     pub commit: Option<String>,
-    /// Where handled records go: null (default) or jsonl:PATH.
-    #[arg(long)]
-    pub sink: Option<String>,
-    /// Simulated work per record, e.g. 2ms (for demos and tests).
-    #[arg(long)]
-    pub handler_delay: Option<String>,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
     /// Per-partition queue size: back-pressure pauses a partition when it fills (default 10000).
     #[arg(long)]
     pub max_queue: Option<usize>,
@@ -58,6 +197,24 @@ pub struct RunArgs {
     /// Bound on start-up checks: broker reachable, topics exist (default 10s).
     #[arg(long)]
     pub connect_timeout: Option<String>,
+    /// Attempts in all before a failing record is dead-lettered (default 5).
+    #[arg(long)]
+    pub retry_max: Option<u32>,
+    /// Backoff between attempts, BASE..MAX, doubling with jitter (default 200ms..30s).
+    #[arg(long)]
+    pub retry_backoff: Option<String>,
+    /// What a parked record holds back: partition (all later records) or key (same key only).
+    #[arg(long)]
+    pub ordering: Option<String>,
+    /// Dead-letter topic (default: <topic>.dlq).
+    #[arg(long)]
+    pub dlq: Option<String>,
+    /// How long a dead-letter write may take (default 10s).
+    #[arg(long)]
+    pub dlq_timeout: Option<String>,
+    /// Audit store (SQLite; default audit.sqlite in the user's state directory).
+    #[arg(long)]
+    pub audit: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
     /// Exit once every assigned partition is processed and committed up to its end offset at start.

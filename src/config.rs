@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 
-use crate::cli::RunArgs;
-use crate::engine::{CommitStrategy, EngineConfig, SinkSpec, Subscription};
+use crate::cli::{PipelineArgs, RunArgs};
+use crate::engine::pipeline::{Format, PipelineConfig};
+use crate::engine::{CommitStrategy, EngineConfig, RetryOrdering, RetryPolicy, SinkSpec, Subscription};
 
 /// The config file: the same keys as the `run` options.
 #[derive(Debug, Default, Deserialize)]
@@ -26,9 +27,25 @@ pub struct FileConfig {
     pub drain_timeout: Option<String>,
     pub connect_timeout: Option<String>,
     pub log_file: Option<PathBuf>,
+    pub format: Option<String>,
+    pub schema: Option<PathBuf>,
+    pub schema_registry: Option<String>,
+    pub avro_schema: Option<PathBuf>,
+    pub reader_schema: Option<PathBuf>,
+    pub proto_descriptor: Option<PathBuf>,
+    pub proto_message: Option<String>,
+    pub retry_max: Option<u32>,
+    pub retry_backoff: Option<String>,
+    pub ordering: Option<String>,
+    pub dlq: Option<String>,
+    pub dlq_timeout: Option<String>,
+    pub audit: Option<PathBuf>,
     /// librdkafka properties, as with -X.
     #[serde(default)]
     pub properties: toml::Table,
+    /// Per-topic formats, e.g. `payments = "avro"`.
+    #[serde(default)]
+    pub formats: std::collections::HashMap<String, String>,
 }
 
 impl FileConfig {
@@ -43,12 +60,46 @@ impl FileConfig {
     }
 }
 
-/// Everything `run` needs besides the engine config.
+/// Everything `run` needs.
 pub struct RunConfig {
     pub engine: EngineConfig,
-    pub sink: SinkSpec,
-    pub handler_delay: Duration,
+    pub pipeline: PipelineConfig,
     pub log_file: Option<PathBuf>,
+}
+
+fn duration(name: &str, v: Option<String>, default: Duration) -> Result<Duration> {
+    match v {
+        None => Ok(default),
+        Some(s) => humantime::parse_duration(&s)
+            .map_err(|_| anyhow!("--{name} `{s}` is not a duration; write it like 500ms, 10s or 2m")),
+    }
+}
+
+/// The pipeline options, CLI over file.
+pub fn pipeline(args: &PipelineArgs, file: &FileConfig) -> Result<PipelineConfig> {
+    let parse_format = |s: &str| s.parse::<Format>().map_err(|e| anyhow!(e));
+    let mut topic_formats = std::collections::HashMap::new();
+    for (topic, f) in &file.formats {
+        topic_formats.insert(topic.clone(), parse_format(f)?);
+    }
+    Ok(PipelineConfig {
+        format: match args.format.clone().or(file.format.clone()) {
+            Some(f) => parse_format(&f)?,
+            None => Format::Bytes,
+        },
+        topic_formats,
+        schema: args.schema.clone().or(file.schema.clone()),
+        registry: args.schema_registry.clone().or(file.schema_registry.clone()),
+        avro_schema: args.avro_schema.clone().or(file.avro_schema.clone()),
+        reader_schema: args.reader_schema.clone().or(file.reader_schema.clone()),
+        proto_descriptor: args.proto_descriptor.clone().or(file.proto_descriptor.clone()),
+        proto_message: args.proto_message.clone().or(file.proto_message.clone()),
+        sink: match args.sink.clone().or(file.sink.clone()) {
+            Some(s) => s.parse().map_err(|e: String| anyhow!(e))?,
+            None => SinkSpec::Null,
+        },
+        delay: duration("handler-delay", args.handler_delay.clone().or(file.handler_delay.clone()), Duration::ZERO)?,
+    })
 }
 
 pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
@@ -56,6 +107,7 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
+    let pipeline = pipeline(&args.pipeline, &file)?;
     let brokers = args.brokers.clone().or(file.brokers).ok_or_else(|| {
         anyhow!("no brokers given: pass -b HOST:PORT, set KDECK_BROKERS, or put `brokers` in the config file")
     })?;
@@ -89,17 +141,6 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
         Some(s) => s.parse().map_err(|e: String| anyhow!(e))?,
         None => CommitStrategy::default(),
     };
-    let sink: SinkSpec = match args.sink.clone().or(file.sink) {
-        Some(s) => s.parse().map_err(|e: String| anyhow!(e))?,
-        None => SinkSpec::Null,
-    };
-    let duration = |name: &str, v: Option<String>, default: Duration| -> Result<Duration> {
-        match v {
-            None => Ok(default),
-            Some(s) => humantime::parse_duration(&s)
-                .map_err(|_| anyhow!("--{name} `{s}` is not a duration; write it like 500ms, 10s or 2m")),
-        }
-    };
     let mut engine = EngineConfig::new(&brokers, &group, subscription);
     engine.properties = properties;
     engine.commit = commit;
@@ -111,9 +152,27 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
     engine.connect_timeout =
         duration("connect-timeout", args.connect_timeout.clone().or(file.connect_timeout), engine.connect_timeout)?;
     engine.stop_at_end = args.stop_at_end;
-    engine.sink_label = sink.to_string();
-    let handler_delay = duration("handler-delay", args.handler_delay.clone().or(file.handler_delay), Duration::ZERO)?;
-    Ok(RunConfig { engine, sink, handler_delay, log_file: args.output.log_file.clone().or(file.log_file) })
+    engine.sink_label = pipeline.sink.to_string();
+    let mut retry = RetryPolicy::default();
+    if let Some(n) = args.retry_max.or(file.retry_max) {
+        if n == 0 {
+            bail!("--retry-max must be at least 1 (the first attempt counts)");
+        }
+        retry.max_attempts = n;
+    }
+    if let Some(b) = args.retry_backoff.clone().or(file.retry_backoff) {
+        (retry.base, retry.max) = RetryPolicy::parse_backoff(&b).map_err(|e| anyhow!(e))?;
+    }
+    if let Some(o) = args.ordering.clone().or(file.ordering) {
+        retry.ordering = o.parse::<RetryOrdering>().map_err(|e| anyhow!(e))?;
+    }
+    engine.retry = retry;
+    engine.dlq_topic = args.dlq.clone().or(file.dlq);
+    engine.dlq_timeout = duration("dlq-timeout", args.dlq_timeout.clone().or(file.dlq_timeout), engine.dlq_timeout)?;
+    if let Some(a) = args.audit.clone().or(file.audit) {
+        engine.audit_path = a;
+    }
+    Ok(RunConfig { engine, pipeline, log_file: args.output.log_file.clone().or(file.log_file) })
 }
 
 #[cfg(test)]
@@ -136,7 +195,7 @@ mod tests {
 
     #[test]
     fn cli_wins_over_the_file_and_the_file_over_defaults() {
-        let f = file("brokers = \"file:9092\"\ngroup = \"g-file\"\ntopics = [\"a\"]\ncommit = \"per-message\"\n[properties]\n\"fetch.min.bytes\" = 10\n");
+        let f = file("brokers = \"file:9092\"\ngroup = \"g-file\"\ntopics = [\"a\"]\ncommit = \"per-message\"\nformat = \"json\"\n[properties]\n\"fetch.min.bytes\" = 10\n[formats]\nb = \"avro\"\n");
         let mut a = args(Some("cli:9092"), &[]);
         a.config = Some(f.path().to_path_buf());
         a.properties = vec!["fetch.min.bytes=20".into()];
@@ -145,6 +204,8 @@ mod tests {
         assert_eq!(c.engine.group, "g-file");
         assert_eq!(c.engine.subscription, Subscription::Topics(vec!["a".into()]));
         assert_eq!(c.engine.commit, CommitStrategy::PerMessage);
+        assert_eq!(c.pipeline.format, Format::Json);
+        assert_eq!(c.pipeline.topic_formats["b"], Format::Avro);
         // -X comes after the file's properties, so it wins when applied in order.
         assert_eq!(c.engine.properties, vec![("fetch.min.bytes".into(), "10".into()), ("fetch.min.bytes".into(), "20".into())]);
     }

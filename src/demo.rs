@@ -15,7 +15,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use crate::cli::DemoArgs;
 use crate::embedded::EmbeddedCluster;
-use crate::engine::{self, EngineConfig, SinkSpec, Subscription};
+use crate::engine::pipeline::{Format, Pipeline, PipelineConfig};
+use crate::engine::{self, EngineConfig, Subscription};
 use crate::headless;
 
 pub const TOPIC: &str = "orders";
@@ -52,7 +53,9 @@ pub fn run(args: &DemoArgs, on_start: impl FnOnce(Arc<AtomicBool>) -> Result<()>
     let mut config = EngineConfig::new(&brokers, "kdeck-demo", Subscription::Topics(vec![TOPIC.to_string()]));
     config.commit = commit;
     config.sink_label = "null".into();
-    let handlers = SinkSpec::Null.factory(Duration::ZERO).map_err(anyhow::Error::msg)?;
+    let handlers = Pipeline::new(&PipelineConfig { format: Format::Json, ..Default::default() })
+        .map_err(anyhow::Error::msg)?
+        .factory();
     let engine = engine::start(config, handlers)?;
     on_start(engine.shutdown_flag())?;
     let result = headless::run(engine, args.output.json, until);

@@ -9,3 +9,4 @@ pub mod embedded;
 pub mod engine;
 pub mod headless;
 pub mod logging;
+pub mod tools;

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use kdeck::cli::{Cli, Command};
-use kdeck::{config, demo, engine, headless, logging};
+use kdeck::engine::pipeline::Pipeline;
+use kdeck::{config, demo, engine, headless, logging, tools};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -23,11 +24,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = config::resolve(&args)?;
             let (_guard, log) = logging::init(cfg.log_file.as_deref())?;
             eprintln!("kdeck: logging to {}", log.display());
-            let handlers = cfg.sink.factory(cfg.handler_delay).map_err(anyhow::Error::msg)?;
+            let handlers = Pipeline::new(&cfg.pipeline).map_err(anyhow::Error::msg)?.factory();
             let engine = engine::start(cfg.engine, handlers)?;
             on_signals_shut_down(engine.shutdown_flag())?;
             headless::run(engine, args.output.json, None)
         }
+        Command::Audit(args) => tools::audit(&args),
+        Command::Dlq(args) => tools::dlq(&args),
         Command::Demo(args) => {
             let (_guard, log) = logging::init(args.output.log_file.as_deref())?;
             eprintln!("kdeck: logging to {}", log.display());

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use kdeck::engine::{self, Command, CommitStrategy, EngineConfig, EngineHandle, Handler, HandlerFactory, Subscription};
+use kdeck::engine::{self, Command, CommitStrategy, EngineConfig, EngineHandle, Failure, Handler, HandlerFactory, Subscription};
 use kdeck_ui::model::{PartitionState, Snapshot};
 use rdkafka::message::{Message, OwnedMessage};
 
@@ -21,7 +21,7 @@ fn recorder(delay: Duration) -> (HandlerFactory, Seen) {
         delay: Duration,
     }
     impl Handler for Recorder {
-        fn handle(&mut self, r: &OwnedMessage) -> Result<(), String> {
+        fn handle(&mut self, r: &OwnedMessage) -> Result<(), Failure> {
             std::thread::sleep(self.delay);
             self.seen.lock().unwrap().push((r.partition(), r.offset()));
             Ok(())
@@ -37,6 +37,7 @@ fn recorder(delay: Duration) -> (HandlerFactory, Seen) {
 fn config(group: &str, topic: &str) -> EngineConfig {
     let mut c = EngineConfig::new(&brokers(), group, Subscription::Topics(vec![topic.to_string()]));
     c.properties.push(("partition.assignment.strategy".into(), "range".into()));
+    c.audit_path = std::env::temp_dir().join(format!("{group}.audit.sqlite"));
     c
 }
 

@@ -6,8 +6,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
 use kdeck_ui::model::{
-    EngineError, EngineState, PartitionState, PartitionView, RebalanceEvent, RebalanceState, Snapshot, ThroughputSample,
+    DeadLetterView, EngineError, EngineState, PartitionState, PartitionView, RebalanceEvent, RebalanceState, RetryView,
+    Snapshot, ThroughputSample,
 };
+use serde_json::json;
 use rdkafka::consumer::{CommitMode as KCommitMode, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
@@ -19,12 +21,16 @@ use super::context::KConsumer;
 use super::handler::HandlerFactory;
 use super::offsets::OffsetTracker;
 use super::stats::Stats;
-use super::worker::{Worker, WorkerEvent};
+use super::audit::Audit;
+use super::dlq::DeadLetterQueue;
+use super::worker::{RetryPolicy, Worker, WorkerCommand, WorkerEvent};
+use std::sync::Arc;
 use super::Tp;
 
 const HISTORY: usize = 300;
 const REBALANCE_HISTORY: usize = 50;
 const ERROR_HISTORY: usize = 50;
+const DEAD_LETTER_HISTORY: usize = 100;
 
 /// Fixed facts about the engine, shown in the snapshot.
 #[derive(Debug, Clone, Default)]
@@ -53,6 +59,8 @@ struct Part {
     processed: u64,
     processed_at_sample: u64,
     rate: f64,
+    /// Why the partition cannot advance (dead-letter writes failing).
+    blocked: Option<String>,
 }
 
 impl Part {
@@ -79,6 +87,17 @@ pub struct Core {
     queue_capacity: usize,
     revoke_timeout: Duration,
     handlers: HandlerFactory,
+    retry: RetryPolicy,
+    dlq: Arc<DeadLetterQueue>,
+    audit: Arc<Audit>,
+    retry_queue: BTreeMap<(Tp, i64), RetryView>,
+    dead_letters: VecDeque<DeadLetterView>,
+    dead_lettered: u64,
+    failures: BTreeMap<String, u64>,
+    /// Outcomes of background work (replays): (is an error, message).
+    notices_tx: Sender<(bool, String)>,
+    notices_rx: Receiver<(bool, String)>,
+    notices: VecDeque<EngineError>,
     /// Where async commit outcomes come back. Taken out before the consumer is destroyed.
     pub commit_queue: Option<CommitQueue>,
     async_commit_in_flight: bool,
@@ -112,7 +131,11 @@ impl Core {
         revoke_timeout: Duration,
         handlers: HandlerFactory,
         stop_at_end: bool,
+        retry: RetryPolicy,
+        dlq: Arc<DeadLetterQueue>,
     ) -> Core {
+        let audit = dlq.audit().clone();
+        let (notices_tx, notices_rx) = crossbeam_channel::unbounded();
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         Core {
             identity,
@@ -125,6 +148,16 @@ impl Core {
             queue_capacity,
             revoke_timeout,
             handlers,
+            retry,
+            dlq,
+            audit,
+            retry_queue: BTreeMap::new(),
+            dead_letters: VecDeque::new(),
+            dead_lettered: 0,
+            failures: BTreeMap::new(),
+            notices_tx,
+            notices_rx,
+            notices: VecDeque::new(),
             commit_queue: None,
             async_commit_in_flight: false,
             events_tx,
@@ -158,7 +191,8 @@ impl Core {
                 continue;
             }
             let handler = (self.handlers)(&tp.0, tp.1);
-            let worker = Worker::spawn(tp.clone(), handler, self.queue_capacity, self.events_tx.clone());
+            let worker =
+                Worker::spawn(tp.clone(), handler, self.queue_capacity, self.events_tx.clone(), self.retry, self.dlq.clone());
             self.parts.insert(
                 tp.clone(),
                 Part {
@@ -175,6 +209,7 @@ impl Core {
                     processed: 0,
                     processed_at_sample: 0,
                     rate: 0.0,
+                    blocked: None,
                 },
             );
         }
@@ -182,14 +217,17 @@ impl Core {
         let pending = self.pending_rebalance.take();
         let now = SystemTime::now();
         let started = pending.as_ref().map_or(now, |p| p.started);
-        self.push_rebalance(RebalanceEvent {
+        let event = RebalanceEvent {
             started_at_ms: ms(started),
             duration_ms: now.duration_since(started).unwrap_or_default().as_millis() as u64,
             protocol,
             gained: tps.iter().map(tp_name).collect(),
             lost: pending.as_ref().map(|p| p.lost.clone()).unwrap_or_default(),
             assignment_lost: pending.is_some_and(|p| p.assignment_lost),
-        });
+        };
+        let summary = format!("rebalance: gained {}, lost {}", event.gained.len(), event.lost.len());
+        self.audit.note("rebalance", &summary, &serde_json::to_value(&event).unwrap_or_default());
+        self.push_rebalance(event);
         self.rebalance_state = RebalanceState::Stable;
         self.dirty = true;
         tracing::info!("assigned {:?}", tps);
@@ -234,6 +272,7 @@ impl Core {
         } else {
             self.commit(consumer, CommitMode::Sync, Some(&tps));
         }
+        self.retry_queue.retain(|(tp, _), _| !tps.contains(tp));
         // A pause outlives the assignment in librdkafka: resume before the partition goes.
         let mut resume = TopicPartitionList::new();
         for tp in &tps {
@@ -310,7 +349,26 @@ impl Core {
         }
     }
 
-    pub fn drain_events(&mut self) {
+    /// Takes in what workers report. Needs the consumer to pause partitions that became blocked.
+    pub fn drain_events_and_block(&mut self, consumer: &KConsumer) {
+        if self.drain_events() {
+            self.sync_pauses(consumer);
+        }
+    }
+
+    /// Returns true when a partition became blocked or unblocked.
+    pub fn drain_events(&mut self) -> bool {
+        let mut blocked_changed = false;
+        while let Ok((is_error, message)) = self.notices_rx.try_recv() {
+            if is_error {
+                self.record_error("replay", message.clone());
+            }
+            if self.notices.len() == ERROR_HISTORY {
+                self.notices.pop_front();
+            }
+            self.notices.push_back(EngineError { at_ms: ms(SystemTime::now()), area: "replay".into(), message });
+            self.dirty = true;
+        }
         while let Ok(ev) = self.events_rx.try_recv() {
             match ev {
                 WorkerEvent::Finished { tp, offsets, .. } => {
@@ -323,12 +381,37 @@ impl Core {
                         }
                     }
                 }
-                WorkerEvent::Failed { tp, offset, error } => {
+                WorkerEvent::Failed { tp, offset, failure } => {
                     self.failed += 1;
-                    self.record_error("handler", format!("{}@{offset}: {error}", tp_name(&tp)));
+                    *self.failures.entry(format!("{}/{}", failure.stage, failure.class())).or_insert(0) += 1;
+                    tracing::debug!("{}@{offset}: {failure}", tp_name(&tp));
+                }
+                WorkerEvent::Parked { tp, view } => {
+                    self.retry_queue.insert((tp, view.offset), view);
+                }
+                WorkerEvent::Unparked { tp, offset } => {
+                    self.retry_queue.remove(&(tp, offset));
+                }
+                WorkerEvent::DeadLettered { view, .. } => {
+                    self.dead_lettered += 1;
+                    if self.dead_letters.len() == DEAD_LETTER_HISTORY {
+                        self.dead_letters.pop_back();
+                    }
+                    self.dead_letters.push_front(view);
+                    self.dirty = true;
+                }
+                WorkerEvent::Blocked { tp, reason } => {
+                    if let Some(r) = &reason {
+                        self.record_error("dlq", format!("{} cannot advance: {r}", tp_name(&tp)));
+                    }
+                    if let Some(part) = self.parts.get_mut(&tp) {
+                        part.blocked = reason;
+                        blocked_changed = true;
+                    }
                 }
             }
         }
+        blocked_changed
     }
 
     // ---- commits ------------------------------------------------------------
@@ -430,6 +513,9 @@ impl Core {
     // ---- pausing ------------------------------------------------------------
 
     pub fn set_operator_pause(&mut self, consumer: &KConsumer, tps: Vec<Tp>, paused: bool) {
+        let names: Vec<String> = tps.iter().map(tp_name).collect();
+        let verb = if paused { "pause" } else { "resume" };
+        self.audit.note("action", &format!("{verb} {}", names.join(", ")), &json!({"action": verb, "partitions": names}));
         for tp in tps {
             if paused {
                 self.operator_paused.insert(tp);
@@ -443,9 +529,38 @@ impl Core {
 
     /// Clears every operator pause, including those of partitions not assigned right now.
     pub fn resume_all(&mut self, consumer: &KConsumer) {
+        self.audit.note("action", "resume all", &json!({"action": "resume_all"}));
         self.operator_paused.clear();
         self.sync_pauses(consumer);
         self.dirty = true;
+    }
+
+    /// Retry now / dead-letter now for a parked record; false when the partition is not ours.
+    pub fn worker_command(&mut self, tp: &Tp, cmd: WorkerCommand) -> bool {
+        let Some(part) = self.parts.get(tp) else { return false };
+        let (action, offset) = match cmd {
+            WorkerCommand::RetryNow(o) => ("retry_now", o),
+            WorkerCommand::DeadLetterNow(o) => ("dead_letter_now", o),
+        };
+        self.audit.note("action", &format!("{action} {}@{offset}", tp_name(tp)), &json!({"action": action, "partition": tp_name(tp), "offset": offset}));
+        part.worker.command(cmd);
+        true
+    }
+
+    pub fn notices(&self) -> Sender<(bool, String)> {
+        self.notices_tx.clone()
+    }
+
+    pub fn audit(&self) -> &Arc<Audit> {
+        &self.audit
+    }
+
+    pub fn dlq(&self) -> &Arc<DeadLetterQueue> {
+        &self.dlq
+    }
+
+    pub fn handlers(&self) -> &HandlerFactory {
+        &self.handlers
     }
 
     pub fn assigned(&self) -> Vec<Tp> {
@@ -476,7 +591,7 @@ impl Core {
         for (tp, part) in self.parts.iter_mut() {
             let by_operator = self.operator_paused.contains(tp);
             part.worker.set_hold(by_operator && !self.draining);
-            let want = hold || part.bp_since.is_some() || by_operator;
+            let want = hold || part.bp_since.is_some() || by_operator || part.blocked.is_some();
             if want != part.applied_pause {
                 if want { &mut pause } else { &mut resume }.add_partition(&tp.0, tp.1);
                 part.applied_pause = want;
@@ -512,6 +627,11 @@ impl Core {
             return;
         }
         tracing::info!("commit strategy change requested: {} -> {strategy}", self.strategy);
+        self.audit.note(
+            "action",
+            &format!("commit strategy {} -> {strategy}", self.strategy),
+            &json!({"action": "set_commit_strategy", "from": self.strategy.to_string(), "to": strategy.to_string()}),
+        );
         self.pending_strategy = Some(strategy);
         if strategy == CommitStrategy::AtMostOnce {
             self.sync_pauses(consumer);
@@ -692,7 +812,9 @@ impl Core {
             .parts
             .iter()
             .map(|(tp, p)| {
-                let state = if self.operator_paused.contains(tp) {
+                let state = if p.blocked.is_some() {
+                    PartitionState::Blocked
+                } else if self.operator_paused.contains(tp) {
                     PartitionState::PausedByOperator
                 } else if p.bp_since.is_some() {
                     PartitionState::PausedByBackPressure
@@ -719,6 +841,7 @@ impl Core {
                     queued: p.queued(),
                     in_flight: p.tracker.unfinished(),
                     rate: p.rate,
+                    blocked: p.blocked.clone(),
                 }
             })
             .collect();
@@ -757,6 +880,15 @@ impl Core {
             rebalances: self.rebalances.iter().cloned().collect(),
             throughput: self.throughput.iter().cloned().collect(),
             errors: self.errors.iter().cloned().collect(),
+            retry_queue: {
+                let mut q: Vec<RetryView> = self.retry_queue.values().cloned().collect();
+                q.sort_by_key(|r| (r.next_due_ms.unwrap_or(u64::MAX), r.partition, r.offset));
+                q
+            },
+            dead_letters: self.dead_letters.iter().cloned().collect(),
+            failures: self.failures.clone(),
+            dead_lettered: self.dead_lettered,
+            notices: self.notices.iter().cloned().collect(),
         }
     }
 }

@@ -3,13 +3,18 @@
 //! The engine publishes `Snapshot`s and takes `Command`s; it knows nothing of
 //! terminals.
 
+pub mod audit;
 pub mod backpressure;
 pub mod commit;
 pub mod commit_queue;
 pub mod context;
 pub mod core;
+pub mod dlq;
 pub mod handler;
 pub mod offsets;
+pub mod pipeline;
+pub mod replay;
+pub mod sink;
 pub mod stats;
 pub mod worker;
 
@@ -30,7 +35,12 @@ use tokio::sync::watch;
 pub use self::commit::CommitStrategy;
 use self::context::{EngineContext, KConsumer};
 use self::core::{Core, Identity};
-pub use self::handler::{Handler, HandlerFactory, SinkSpec};
+pub use self::handler::{Failure, Handler, HandlerFactory, Stage};
+pub use self::sink::SinkSpec;
+pub use self::worker::{RetryOrdering, RetryPolicy};
+use self::worker::WorkerCommand;
+use kdeck_ui::intent::ReplayMode;
+use std::path::PathBuf;
 
 /// A topic-partition.
 pub type Tp = (String, i32);
@@ -62,6 +72,12 @@ pub struct EngineConfig {
     pub stop_at_end: bool,
     /// How the sink is described in the snapshot.
     pub sink_label: String,
+    pub retry: RetryPolicy,
+    /// `--dlq TOPIC`; None: `<source topic>.dlq`.
+    pub dlq_topic: Option<String>,
+    /// How long a dead-letter write may take before it counts as failed.
+    pub dlq_timeout: Duration,
+    pub audit_path: PathBuf,
 }
 
 impl EngineConfig {
@@ -78,6 +94,10 @@ impl EngineConfig {
             connect_timeout: Duration::from_secs(10),
             stop_at_end: false,
             sink_label: "null".to_string(),
+            retry: RetryPolicy::default(),
+            dlq_topic: None,
+            dlq_timeout: Duration::from_secs(10),
+            audit_path: audit::default_path(),
         }
     }
 
@@ -94,6 +114,10 @@ pub enum Command {
     PauseAll,
     ResumeAll,
     SetStrategy(CommitStrategy),
+    RetryNow(Tp, i64),
+    DeadLetterNow(Tp, i64),
+    /// Replay a dead-lettered record of the audit store.
+    Replay { audit_id: i64, mode: ReplayMode, force: bool },
     Shutdown,
 }
 
@@ -106,6 +130,9 @@ impl TryFrom<Intent> for Command {
             Intent::PauseAll => Command::PauseAll,
             Intent::ResumeAll => Command::ResumeAll,
             Intent::SetCommitStrategy(s) => Command::SetStrategy(s.parse()?),
+            Intent::RetryNow { topic, partition, offset } => Command::RetryNow((topic, partition), offset),
+            Intent::DeadLetterNow { topic, partition, offset } => Command::DeadLetterNow((topic, partition), offset),
+            Intent::Replay { audit_id, mode, force } => Command::Replay { audit_id, mode, force },
             Intent::Quit => Command::Shutdown,
         })
     }
@@ -181,6 +208,9 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
         assignor,
         sink: config.sink_label.clone(),
     };
+    let audit = Arc::new(audit::Audit::open(&config.audit_path).map_err(|e| anyhow!(e))?);
+    let producer = dlq::Producer::new(&config.brokers, &config.properties, config.dlq_timeout).map_err(|e| anyhow!(e))?;
+    let dlq = Arc::new(dlq::DeadLetterQueue::new(producer, config.dlq_topic.clone(), &config.group, audit));
     let core = Arc::new(Mutex::new(Core::new(
         identity,
         config.commit,
@@ -188,6 +218,8 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
         config.revoke_timeout,
         handlers,
         config.stop_at_end,
+        config.retry,
+        dlq,
     )));
 
     let mut cc = ClientConfig::new();
@@ -314,7 +346,7 @@ fn poll_loop(
         let mut c = core.lock().unwrap();
         c.dispatch(&consumer, std::mem::take(&mut batch));
         c.flush_stashes();
-        c.drain_events();
+        c.drain_events_and_block(&consumer);
         c.collect_commit_outcomes();
         c.init_partitions(&consumer);
 
@@ -358,6 +390,24 @@ fn apply(core: &mut Core, consumer: &KConsumer, cmd: Command, shutdown: &AtomicB
         }
         Command::ResumeAll => core.resume_all(consumer),
         Command::SetStrategy(s) => core.request_strategy(consumer, s),
+        Command::RetryNow(tp, o) => {
+            core.worker_command(&tp, WorkerCommand::RetryNow(o));
+        }
+        Command::DeadLetterNow(tp, o) => {
+            core.worker_command(&tp, WorkerCommand::DeadLetterNow(o));
+        }
+        Command::Replay { audit_id, mode, force } => {
+            // Replays wait on the broker or the sink: never on the poll thread.
+            let (dlq, handlers, notices) = (core.dlq().clone(), core.handlers().clone(), core.notices());
+            std::thread::spawn(move || {
+                let outcome = replay::ReplayTarget::from_audit(dlq.audit(), audit_id)
+                    .and_then(|t| replay::replay(&t, mode, force, dlq.audit(), dlq.producer(), &handlers));
+                let _ = notices.send(match outcome {
+                    Ok(o) => (false, format!("replay of audit #{audit_id}: {o}")),
+                    Err(e) => (true, format!("replay of audit #{audit_id} failed: {e}")),
+                });
+            });
+        }
         Command::Shutdown => shutdown.store(true, Ordering::SeqCst),
     }
 }

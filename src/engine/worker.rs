@@ -1,34 +1,110 @@
 //! One worker thread per assigned partition: records of a partition are
 //! handled in order, and a slow partition never holds up the others or the
-//! poll thread.
+//! poll thread. Failed records are parked in a retry queue with exponential
+//! backoff; what cannot succeed goes to the dead-letter topic.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use kdeck_ui::model::{DeadLetterView, RetryView};
+use rand::Rng;
 use rdkafka::message::{Message, OwnedMessage};
 
-use super::handler::Handler;
+use super::dlq::DeadLetterQueue;
+use super::handler::{Failure, Handler, Stage};
 use super::Tp;
 
 /// What workers tell the poll thread.
 #[derive(Debug)]
 pub enum WorkerEvent {
-    /// These records finished (handled and flushed).
-    Finished { tp: Tp, offsets: Vec<i64>, busy: Duration },
-    /// An attempt failed; the record will be tried again.
-    Failed { tp: Tp, offset: i64, error: String },
+    /// These records finished (handled and flushed, or acknowledged by the dead-letter topic).
+    Finished { tp: Tp, offsets: Vec<i64> },
+    /// An attempt failed.
+    Failed { tp: Tp, offset: i64, failure: Failure },
+    /// A record entered (or was updated in) the retry queue.
+    Parked { tp: Tp, view: RetryView },
+    /// A record left the retry queue.
+    Unparked { tp: Tp, offset: i64 },
+    DeadLettered { tp: Tp, view: DeadLetterView },
+    /// Dead-letter writes fail (Some) or work again (None): the partition cannot advance meanwhile.
+    Blocked { tp: Tp, reason: Option<String> },
+}
+
+/// Operator commands for a parked record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerCommand {
+    RetryNow(i64),
+    DeadLetterNow(i64),
+}
+
+/// Which later records a parked record holds back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RetryOrdering {
+    /// Every later record of its partition (strict order).
+    #[default]
+    Partition,
+    /// Only later records with the same key; others go on.
+    Key,
+}
+
+impl std::str::FromStr for RetryOrdering {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "partition" => Ok(RetryOrdering::Partition),
+            "key" => Ok(RetryOrdering::Key),
+            _ => Err(format!("unknown ordering `{s}`: expected partition or key")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included; then the record is dead-lettered.
+    pub max_attempts: u32,
+    pub base: Duration,
+    pub max: Duration,
+    pub ordering: RetryOrdering,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { max_attempts: 5, base: Duration::from_millis(200), max: Duration::from_secs(30), ordering: RetryOrdering::Partition }
+    }
+}
+
+impl RetryPolicy {
+    /// Exponential backoff after `attempt` failed attempts, with jitter in [½, 1] of it
+    /// so partitions failing together do not retry in lockstep.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(self.max);
+        exp.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+
+    /// Parses `BASE..MAX`, e.g. `200ms..30s`.
+    pub fn parse_backoff(s: &str) -> Result<(Duration, Duration), String> {
+        let err = || format!("--retry-backoff `{s}` is not BASE..MAX, e.g. 200ms..30s");
+        let (a, b) = s.split_once("..").ok_or_else(err)?;
+        let (a, b) = (humantime::parse_duration(a.trim()).map_err(|_| err())?, humantime::parse_duration(b.trim()).map_err(|_| err())?);
+        if a.is_zero() || b < a {
+            return Err(format!("--retry-backoff `{s}`: BASE must be above 0 and MAX at least BASE"));
+        }
+        Ok((a, b))
+    }
 }
 
 /// Records handled between flushes when the queue stays full.
 const MAX_BATCH: usize = 256;
-const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often an idle or waiting worker looks at commands and the stop flag.
+const TICK: Duration = Duration::from_millis(50);
 
 pub struct Worker {
     tx: Option<Sender<OwnedMessage>>,
     rx_len: Receiver<OwnedMessage>,
+    commands: Sender<WorkerCommand>,
     stop: Arc<AtomicBool>,
     /// Set while the operator pauses the partition: no new record is started.
     hold: Arc<AtomicBool>,
@@ -37,61 +113,78 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn spawn(tp: Tp, mut handler: Box<dyn Handler>, capacity: usize, events: Sender<WorkerEvent>) -> Worker {
+    pub fn spawn(
+        tp: Tp,
+        handler: Box<dyn Handler>,
+        capacity: usize,
+        events: Sender<WorkerEvent>,
+        retry: RetryPolicy,
+        dlq: Arc<DeadLetterQueue>,
+    ) -> Worker {
         let (tx, rx) = crossbeam_channel::bounded::<OwnedMessage>(capacity.max(1));
+        let (commands, commands_rx) = crossbeam_channel::unbounded();
         let stop = Arc::new(AtomicBool::new(false));
         let hold = Arc::new(AtomicBool::new(false));
         let (exit_tx, exited) = crossbeam_channel::bounded::<()>(0);
         let rx_len = rx.clone();
-        let stop_flag = stop.clone();
-        let hold_flag = hold.clone();
+        let mut state = State {
+            tp: tp.clone(),
+            handler,
+            rx,
+            commands: commands_rx,
+            stop: stop.clone(),
+            hold: hold.clone(),
+            events,
+            retry,
+            dlq,
+            parked: Vec::new(),
+            done: Vec::with_capacity(MAX_BATCH),
+            blocked: false,
+        };
         let thread = std::thread::Builder::new()
             .name(format!("kdeck-{}-{}", tp.0, tp.1))
             .spawn(move || {
-                let _exit = exit_tx; // dropped when the thread ends: wakes `stop_and_wait`
-                run(tp, &mut *handler, rx, &Flags { stop: &stop_flag, hold: &hold_flag }, &events);
+                let _exit = exit_tx; // dropped when the thread ends: wakes `wait`
+                state.run();
             })
             .expect("spawn worker thread");
-        Worker { tx: Some(tx), rx_len, stop, hold, exited, thread: Some(thread) }
+        Worker { tx: Some(tx), rx_len, commands, stop, hold, exited, thread: Some(thread) }
     }
 
     /// Hands a record over without blocking; gives it back when the queue is full.
     pub fn offer(&self, record: OwnedMessage) -> Result<(), OwnedMessage> {
-        match self.tx.as_ref().expect("worker open").try_send(record) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(r)) | Err(TrySendError::Disconnected(r)) => Err(r),
+        match self.tx.as_ref() {
+            None => Err(record),
+            Some(tx) => match tx.try_send(record) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Full(r)) | Err(TrySendError::Disconnected(r)) => Err(r),
+            },
         }
+    }
+
+    pub fn command(&self, cmd: WorkerCommand) {
+        let _ = self.commands.send(cmd);
     }
 
     /// Holds (or releases) the worker before its next record: an operator pause
     /// stops progress at once, not after the queue has drained.
     pub fn set_hold(&self, hold: bool) {
-        self.hold.store(hold, Ordering::SeqCst);
+        self.hold.store(hold, AtomicOrdering::SeqCst);
     }
 
-    /// Records waiting in the queue (not counting the one being handled).
+    /// Records waiting in the queue (not counting the one being handled or parked ones).
     pub fn queued(&self) -> usize {
         self.rx_len.len()
     }
 
-    /// Lets the worker finish everything queued, then exit (graceful shutdown).
-    pub fn close(&mut self) {
-        self.tx = None;
-    }
-
-    /// Stops after the record in hand (queued ones are dropped: they are not
-    /// finished, so they are not committed) and waits up to `deadline` for it.
+    /// Stops after the record in hand (queued and parked ones are dropped: they
+    /// are not finished, so they are not committed) and waits up to `deadline`.
     /// Returns false if the worker was still busy at the deadline.
     pub fn stop_and_wait(&mut self, deadline: Duration) -> bool {
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.store(true, AtomicOrdering::SeqCst);
         self.tx = None;
-        self.wait(deadline)
-    }
-
-    /// Waits up to `deadline` for the worker to exit.
-    pub fn wait(&mut self, deadline: Duration) -> bool {
         match self.exited.recv_timeout(deadline) {
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Timeout) => false,
             _ => {
                 if let Some(t) = self.thread.take() {
                     let _ = t.join();
@@ -105,23 +198,92 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         // A worker dropped without a wait (engine failure) must not outlive it by long.
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.store(true, AtomicOrdering::SeqCst);
     }
 }
 
-struct Flags<'a> {
-    stop: &'a AtomicBool,
-    hold: &'a AtomicBool,
+struct Parked {
+    record: OwnedMessage,
+    attempts: u32,
+    /// None while it waits behind an earlier parked record of the same key.
+    due: Option<Instant>,
+    failure: Failure,
 }
 
-impl Flags<'_> {
+struct State {
+    tp: Tp,
+    handler: Box<dyn Handler>,
+    rx: Receiver<OwnedMessage>,
+    commands: Receiver<WorkerCommand>,
+    stop: Arc<AtomicBool>,
+    hold: Arc<AtomicBool>,
+    events: Sender<WorkerEvent>,
+    retry: RetryPolicy,
+    dlq: Arc<DeadLetterQueue>,
+    /// In offset order.
+    parked: Vec<Parked>,
+    /// Handled, not yet flushed and reported.
+    done: Vec<i64>,
+    blocked: bool,
+}
+
+impl State {
     fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
+        self.stop.load(AtomicOrdering::SeqCst)
     }
 
-    /// Waits while held; false if stopped.
+    fn emit(&self, ev: WorkerEvent) {
+        let _ = self.events.send(ev);
+    }
+
+    fn run(&mut self) {
+        loop {
+            while let Ok(cmd) = self.commands.try_recv() {
+                self.apply(cmd);
+            }
+            if self.stopped() {
+                break;
+            }
+            if !self.wait_unless_held() {
+                break;
+            }
+            let now = Instant::now();
+            if let Some(i) = self.parked.iter().position(|p| p.due.is_some_and(|d| d <= now)) {
+                let p = self.parked.remove(i);
+                self.attempt(p.record, p.attempts + 1, true);
+                continue;
+            }
+            let next_due = self.parked.iter().filter_map(|p| p.due).min();
+            let wait = next_due.map_or(TICK, |d| d.saturating_duration_since(now).min(TICK));
+            let may_take = self.retry.ordering == RetryOrdering::Key || self.parked.is_empty();
+            if !may_take || (self.done.len() >= MAX_BATCH) || (!self.done.is_empty() && self.rx.is_empty()) {
+                // Report what finished before waiting, so commits are not held back.
+                if !self.flush() {
+                    break;
+                }
+                if !may_take {
+                    if let Ok(cmd) = self.commands.recv_timeout(wait) {
+                        self.apply(cmd);
+                    }
+                    continue;
+                }
+            }
+            match self.rx.recv_timeout(wait) {
+                Ok(record) => self.take(record),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    if self.parked.is_empty() {
+                        break;
+                    }
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+        self.flush();
+    }
+
     fn wait_unless_held(&self) -> bool {
-        while self.hold.load(Ordering::SeqCst) {
+        while self.hold.load(AtomicOrdering::SeqCst) {
             if self.stopped() {
                 return false;
             }
@@ -129,67 +291,176 @@ impl Flags<'_> {
         }
         !self.stopped()
     }
-}
 
-fn run(tp: Tp, handler: &mut dyn Handler, rx: Receiver<OwnedMessage>, flags: &Flags, events: &Sender<WorkerEvent>) {
-    let stop = flags.stop;
-    let mut done = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = rx.recv() {
-        let started = Instant::now();
-        let mut next = Some(first);
-        while let Some(record) = next.take() {
-            if !flags.wait_unless_held() || !handle_with_retry(&tp, handler, &record, stop, events) {
-                break;
-            }
-            done.push(record.offset());
-            if done.len() < MAX_BATCH {
-                next = rx.try_recv().ok();
-            }
-        }
-        if done.is_empty() {
-            continue;
-        }
-        // Only durable work is reported finished; a failed flush is retried like a record.
-        let mut backoff = Duration::from_millis(50);
-        while let Err(error) = handler.flush() {
-            let _ = events.send(WorkerEvent::Failed { tp: tp.clone(), offset: done[0], error });
-            if !sleep_unless_stopped(backoff, stop) {
+    fn take(&mut self, record: OwnedMessage) {
+        if self.retry.ordering == RetryOrdering::Key {
+            if let Some(earlier) = self.parked.iter().find(|p| p.record.key() == record.key()) {
+                let failure = Failure::retryable(
+                    earlier.failure.stage,
+                    format!("waiting behind offset {} of the same key", earlier.record.offset()),
+                );
+                self.park(record, 0, None, failure);
                 return;
             }
-            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
         }
-        let offsets = std::mem::replace(&mut done, Vec::with_capacity(MAX_BATCH));
-        let _ = events.send(WorkerEvent::Finished { tp: tp.clone(), offsets, busy: started.elapsed() });
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
+        self.attempt(record, 1, false);
     }
-}
 
-/// Tries until the handler succeeds; false if stopped first.
-fn handle_with_retry(tp: &Tp, handler: &mut dyn Handler, record: &OwnedMessage, stop: &AtomicBool, events: &Sender<WorkerEvent>) -> bool {
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        match handler.handle(record) {
-            Ok(()) => return true,
-            Err(error) => {
-                let _ = events.send(WorkerEvent::Failed { tp: tp.clone(), offset: record.offset(), error });
-                if !sleep_unless_stopped(backoff, stop) {
-                    return false;
+    /// Runs the handler; `was_parked` when the record comes out of the retry queue.
+    fn attempt(&mut self, record: OwnedMessage, attempts: u32, was_parked: bool) {
+        match self.handler.handle(&record) {
+            Ok(()) => {
+                self.done.push(record.offset());
+                if was_parked {
+                    self.emit(WorkerEvent::Unparked { tp: self.tp.clone(), offset: record.offset() });
                 }
-                backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                self.release_key(record.key());
+            }
+            Err(failure) => {
+                self.emit(WorkerEvent::Failed { tp: self.tp.clone(), offset: record.offset(), failure: failure.clone() });
+                if failure.permanent || attempts >= self.retry.max_attempts {
+                    self.dead_letter(record, failure, attempts, was_parked);
+                } else {
+                    let due = Instant::now() + self.retry.backoff(attempts);
+                    self.park(record, attempts, Some(due), failure);
+                }
             }
         }
     }
+
+    fn park(&mut self, record: OwnedMessage, attempts: u32, due: Option<Instant>, failure: Failure) {
+        let due_ms = due.map(|d| {
+            let from_now = d.saturating_duration_since(Instant::now());
+            (SystemTime::now() + from_now).duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+        });
+        let view = RetryView {
+            topic: self.tp.0.clone(),
+            partition: self.tp.1,
+            offset: record.offset(),
+            key: record.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            attempt: attempts,
+            next_due_ms: due_ms,
+            stage: failure.stage.to_string(),
+            last_error: failure.message.clone(),
+        };
+        self.emit(WorkerEvent::Parked { tp: self.tp.clone(), view });
+        let at = self.parked.partition_point(|p| p.record.offset() < record.offset());
+        self.parked.insert(at, Parked { record, attempts, due, failure });
+    }
+
+    /// The oldest record waiting behind this key may go now.
+    fn release_key(&mut self, key: Option<&[u8]>) {
+        if self.retry.ordering != RetryOrdering::Key {
+            return;
+        }
+        if let Some(next) = self.parked.iter_mut().find(|p| p.record.key() == key) {
+            if next.due.is_none() {
+                next.due = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Writes to the dead-letter topic until it acknowledges (or the worker stops:
+    /// then the record stays unfinished and uncommitted).
+    fn dead_letter(&mut self, record: OwnedMessage, failure: Failure, attempts: u32, was_parked: bool) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.dlq.send(&record, &failure, attempts) {
+                Ok(view) => {
+                    if self.blocked {
+                        self.blocked = false;
+                        self.emit(WorkerEvent::Blocked { tp: self.tp.clone(), reason: None });
+                    }
+                    if was_parked {
+                        self.emit(WorkerEvent::Unparked { tp: self.tp.clone(), offset: record.offset() });
+                    }
+                    self.emit(WorkerEvent::DeadLettered { tp: self.tp.clone(), view });
+                    self.done.push(record.offset());
+                    self.release_key(record.key());
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!("{}[{}]@{}: {e}", self.tp.0, self.tp.1, record.offset());
+                    self.blocked = true;
+                    self.emit(WorkerEvent::Blocked { tp: self.tp.clone(), reason: Some(e) });
+                    // What finished before this record may still be committed.
+                    if !self.flush() || !self.sleep(backoff) {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, cmd: WorkerCommand) {
+        let (WorkerCommand::RetryNow(offset) | WorkerCommand::DeadLetterNow(offset)) = cmd;
+        let Some(i) = self.parked.iter().position(|p| p.record.offset() == offset) else { return };
+        match cmd {
+            WorkerCommand::RetryNow(_) => self.parked[i].due = Some(Instant::now()),
+            WorkerCommand::DeadLetterNow(_) => {
+                let p = self.parked.remove(i);
+                let failure = Failure {
+                    message: format!("{} (sent to the dead-letter topic by the operator)", p.failure.message),
+                    ..p.failure
+                };
+                self.dead_letter(p.record, failure, p.attempts, true);
+            }
+        }
+    }
+
+    /// Makes handled records durable and reports them finished; false if stopped while failing.
+    fn flush(&mut self) -> bool {
+        if self.done.is_empty() {
+            return true;
+        }
+        let mut backoff = Duration::from_millis(50);
+        while let Err(failure) = self.handler.flush() {
+            let failure = Failure { stage: Stage::Sink, ..failure };
+            self.emit(WorkerEvent::Failed { tp: self.tp.clone(), offset: self.done[0], failure });
+            if !self.sleep(backoff) {
+                return false;
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        let offsets = std::mem::replace(&mut self.done, Vec::with_capacity(MAX_BATCH));
+        self.emit(WorkerEvent::Finished { tp: self.tp.clone(), offsets });
+        true
+    }
+
+    /// Sleeps unless stopped first.
+    fn sleep(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if self.stopped() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10).min(until.saturating_duration_since(Instant::now())));
+        }
+        !self.stopped()
+    }
 }
 
-fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
-    let until = Instant::now() + d;
-    while Instant::now() < until {
-        if stop.load(Ordering::SeqCst) {
-            return false;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_and_a_cap() {
+        let p = RetryPolicy { base: Duration::from_millis(100), max: Duration::from_secs(1), ..Default::default() };
+        for _ in 0..50 {
+            let b1 = p.backoff(1);
+            assert!(b1 >= Duration::from_millis(50) && b1 <= Duration::from_millis(100), "{b1:?}");
+            let b3 = p.backoff(3);
+            assert!(b3 >= Duration::from_millis(200) && b3 <= Duration::from_millis(400), "{b3:?}");
+            assert!(p.backoff(30) <= Duration::from_secs(1));
         }
-        std::thread::sleep(Duration::from_millis(10).min(until.saturating_duration_since(Instant::now())));
     }
-    !stop.load(Ordering::SeqCst)
+
+    #[test]
+    fn backoff_ranges_parse() {
+        assert_eq!(RetryPolicy::parse_backoff("200ms..30s").unwrap(), (Duration::from_millis(200), Duration::from_secs(30)));
+        assert!(RetryPolicy::parse_backoff("5s..1s").is_err());
+        assert!(RetryPolicy::parse_backoff("fast").is_err());
+    }
 }

@@ -160,6 +160,8 @@ pub fn spawn_run(group: &str, topic: &str, sink: &Path, extra: &[&str]) -> Child
         .arg(format!("jsonl:{}", sink.display()))
         .arg("--log-file")
         .arg(&log)
+        .arg("--audit")
+        .arg(sink.with_extension("audit.sqlite"))
         .args(extra)
         .stdout(Stdio::null())
         .stderr(stderr)

@@ -37,6 +37,48 @@ pub struct Snapshot {
     pub throughput: Vec<ThroughputSample>,
     /// Recent engine errors (broker unreachable, commit failed, ...), newest last, bounded.
     pub errors: Vec<EngineError>,
+    /// Records parked for another attempt, soonest due first.
+    pub retry_queue: Vec<RetryView>,
+    /// Records sent to the dead-letter topic, newest first, bounded.
+    pub dead_letters: Vec<DeadLetterView>,
+    /// Failed attempts by `stage/class` (e.g. `decode/permanent`, `handle/retryable`).
+    pub failures: std::collections::BTreeMap<String, u64>,
+    pub dead_lettered: u64,
+    /// Outcomes of operator actions that finish later (replays), newest last, bounded.
+    pub notices: Vec<EngineError>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RetryView {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    /// Attempts made so far.
+    pub attempt: u32,
+    /// When the next attempt is due; None while it waits behind an earlier record of its key.
+    pub next_due_ms: Option<u64>,
+    pub stage: String,
+    pub last_error: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DeadLetterView {
+    pub at_ms: u64,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub stage: String,
+    /// `permanent` (decode, validation, or the handler said so) or `retryable` (attempts exhausted).
+    pub class: String,
+    pub message: String,
+    pub attempts: u32,
+    pub dlq_topic: String,
+    pub dlq_partition: i32,
+    pub dlq_offset: i64,
+    /// Row of the audit store holding the full record, for replay.
+    pub audit_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -70,6 +112,8 @@ pub enum PartitionState {
     PausedByBackPressure,
     /// Paused by the engine while a commit-strategy change or shutdown drains in-flight work.
     PausedByEngine,
+    /// Paused because a record cannot be finished (its dead-letter write keeps failing).
+    Blocked,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -93,6 +137,8 @@ pub struct PartitionView {
     pub in_flight: usize,
     /// Records processed per second over the last second.
     pub rate: f64,
+    /// Why the partition cannot advance, when it cannot (e.g. the dead-letter topic refuses writes).
+    pub blocked: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -1,0 +1,181 @@
+//! The dead-letter topic: records that cannot be processed are produced there
+//! (acks=all, idempotent) with headers naming their source and the failure,
+//! and recorded in the audit store. A record counts as finished only once the
+//! topic has acknowledged it.
+
+pub mod headers;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kdeck_ui::model::DeadLetterView;
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
+use serde_json::json;
+
+use self::headers::*;
+use super::audit::Audit;
+use super::handler::Failure;
+use super::sink::{base64, headers_json, lossy};
+
+type Delivered = Result<(i32, i64), String>;
+
+pub struct DeliveryContext;
+impl ClientContext for DeliveryContext {}
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Box<crossbeam_channel::Sender<Delivered>>;
+    fn delivery(&self, result: &DeliveryResult<'_>, tx: Self::DeliveryOpaque) {
+        let _ = tx.send(match result {
+            Ok(m) => Ok((m.partition(), m.offset())),
+            Err((e, _)) => Err(e.to_string()),
+        });
+    }
+}
+
+/// A producer whose sends can be waited on (dead letters, republished replays).
+pub struct Producer {
+    producer: ThreadedProducer<DeliveryContext>,
+    timeout: Duration,
+}
+
+impl Producer {
+    /// `properties` are the client's (`-X`): security settings apply here too.
+    pub fn new(brokers: &str, properties: &[(String, String)], timeout: Duration) -> Result<Producer, String> {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", brokers);
+        for (k, v) in properties {
+            if !is_consumer_only(k) {
+                cc.set(k, v);
+            }
+        }
+        cc.set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "0")
+            .set("message.timeout.ms", timeout.as_millis().to_string())
+            // A missing topic fails the send within the timeout instead of the default 30 s.
+            .set("topic.metadata.propagation.max.ms", timeout.as_millis().to_string());
+        let producer = cc.create_with_context(DeliveryContext).map_err(|e| format!("cannot create the dead-letter producer: {e}"))?;
+        Ok(Producer { producer, timeout })
+    }
+
+    /// Produces and waits for the acknowledgement: (partition, offset).
+    pub fn send(&self, topic: &str, partition: Option<i32>, key: Option<&[u8]>, payload: Option<&[u8]>, headers: OwnedHeaders) -> Delivered {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let mut record = BaseRecord::with_opaque_to(topic, Box::new(tx)).headers(headers);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        self.producer.send(record).map_err(|(e, _)| format!("{e}"))?;
+        rx.recv_timeout(self.timeout + Duration::from_secs(5)).map_err(|_| "no acknowledgement in time".to_string())?
+    }
+}
+
+fn is_consumer_only(key: &str) -> bool {
+    key.starts_with("group.") || key.starts_with("partition.assignment") || key.starts_with("session.timeout")
+        || key.starts_with("heartbeat.") || key.starts_with("max.poll") || key.starts_with("auto.offset")
+        || key.starts_with("enable.auto") || key.starts_with("fetch.") || key.starts_with("queued.")
+        || key.starts_with("isolation.") || key == "group.id" || key.starts_with("statistics.")
+}
+
+pub struct DeadLetterQueue {
+    producer: Producer,
+    /// `--dlq TOPIC`; otherwise `<source topic>.dlq`.
+    topic: Option<String>,
+    group: String,
+    audit: Arc<Audit>,
+}
+
+impl DeadLetterQueue {
+    pub fn new(producer: Producer, topic: Option<String>, group: &str, audit: Arc<Audit>) -> DeadLetterQueue {
+        DeadLetterQueue { producer, topic, group: group.to_string(), audit }
+    }
+
+    pub fn topic_for(&self, source: &str) -> String {
+        self.topic.clone().unwrap_or_else(|| format!("{source}.dlq"))
+    }
+
+    pub fn producer(&self) -> &Producer {
+        &self.producer
+    }
+
+    pub fn audit(&self) -> &Arc<Audit> {
+        &self.audit
+    }
+
+    /// Writes the record to the dead-letter topic and the audit store. An error
+    /// means it is not in the topic: the record is not finished.
+    pub fn send(&self, record: &OwnedMessage, failure: &Failure, attempts: u32) -> Result<DeadLetterView, String> {
+        let dlq_topic = self.topic_for(record.topic());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let mut headers = OwnedHeaders::new();
+        if let Some(h) = record.headers() {
+            for h in h.iter().filter(|h| !is_dead_letter_header(h.key)) {
+                headers = headers.insert(Header { key: h.key, value: h.value });
+            }
+        }
+        let ts = record.timestamp().to_millis().unwrap_or(-1).to_string();
+        let fields = [
+            (SOURCE_TOPIC, record.topic().to_string()),
+            (SOURCE_PARTITION, record.partition().to_string()),
+            (SOURCE_OFFSET, record.offset().to_string()),
+            (SOURCE_TIMESTAMP, ts),
+            (SOURCE_GROUP, self.group.clone()),
+            (ERROR_STAGE, failure.stage.to_string()),
+            (ERROR_CLASS, failure.class().to_string()),
+            (ERROR_MESSAGE, failure.message.clone()),
+            (ERROR_ATTEMPTS, attempts.to_string()),
+            (ERROR_AT, now.to_string()),
+        ];
+        for (k, v) in &fields {
+            headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+        }
+        let (dlq_partition, dlq_offset) = self
+            .producer
+            .send(&dlq_topic, None, record.key(), record.payload(), headers)
+            .map_err(|e| format!("dead-letter topic {dlq_topic} refused the record: {e}"))?;
+
+        let detail = json!({
+            "source": {"topic": record.topic(), "partition": record.partition(), "offset": record.offset(),
+                       "timestamp": record.timestamp().to_millis(), "group": self.group},
+            "dlq": {"topic": dlq_topic, "partition": dlq_partition, "offset": dlq_offset},
+            "error": {"stage": failure.stage.to_string(), "class": failure.class(), "message": failure.message, "attempts": attempts},
+            "key_b64": record.key().map(base64),
+            "value_b64": record.payload().map(base64),
+            "key": lossy(record.key()),
+            "value_preview": lossy(record.payload().map(|p| &p[..p.len().min(4096)])),
+            "headers": headers_json(record),
+        });
+        let summary = format!(
+            "{}[{}]@{} -> {dlq_topic}[{dlq_partition}]@{dlq_offset}: {}",
+            record.topic(),
+            record.partition(),
+            record.offset(),
+            failure
+        );
+        // The record is safely in the topic now; an audit failure must not make us write it twice.
+        let audit_id = self.audit.record("dead_letter", &summary, &detail).map_err(|e| tracing::warn!("{e}")).ok();
+        Ok(DeadLetterView {
+            at_ms: now,
+            topic: record.topic().to_string(),
+            partition: record.partition(),
+            offset: record.offset(),
+            key: lossy(record.key()),
+            stage: failure.stage.to_string(),
+            class: failure.class().to_string(),
+            message: failure.message.clone(),
+            attempts,
+            dlq_topic,
+            dlq_partition,
+            dlq_offset,
+            audit_id,
+        })
+    }
+}

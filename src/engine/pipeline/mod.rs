@@ -1,0 +1,143 @@
+//! decode → validate → handle/sink, as one `Handler` per partition.
+
+pub mod decode;
+pub mod registry;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::message::{Message, OwnedMessage};
+
+pub use self::decode::{Decoder, Format};
+use self::registry::Registry;
+use super::handler::{Failure, Handler, HandlerFactory, Stage};
+use super::sink::{Sink, SinkFactory, SinkSpec};
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub format: Format,
+    /// Per-topic formats (from the config file) over `format`.
+    pub topic_formats: HashMap<String, Format>,
+    /// JSON Schema every decoded value must satisfy.
+    pub schema: Option<PathBuf>,
+    pub registry: Option<String>,
+    pub avro_schema: Option<PathBuf>,
+    pub reader_schema: Option<PathBuf>,
+    pub proto_descriptor: Option<PathBuf>,
+    pub proto_message: Option<String>,
+    pub sink: SinkSpec,
+    /// Simulated work per record (demos and tests).
+    pub delay: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            format: Format::Bytes,
+            topic_formats: HashMap::new(),
+            schema: None,
+            registry: None,
+            avro_schema: None,
+            reader_schema: None,
+            proto_descriptor: None,
+            proto_message: None,
+            sink: SinkSpec::Null,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Everything the partitions share: schemas, the registry client, the sink factory.
+pub struct Pipeline {
+    formats: HashMap<String, Format>,
+    default_format: Format,
+    decoder: Decoder,
+    validator: Option<jsonschema::Validator>,
+    sinks: SinkFactory,
+    delay: Duration,
+}
+
+impl Pipeline {
+    /// Loads schemas and opens the sink; every problem is one sentence naming the file.
+    pub fn new(cfg: &PipelineConfig) -> Result<Arc<Pipeline>, String> {
+        let read = |p: &PathBuf, what: &str| {
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read the {what} {}: {e}", p.display()))
+        };
+        let avro = |p: &PathBuf| {
+            apache_avro::Schema::parse_str(&read(p, "Avro schema")?)
+                .map_err(|e| format!("the Avro schema {} is not valid: {e}", p.display()))
+        };
+        let validator = match &cfg.schema {
+            None => None,
+            Some(p) => {
+                let v: serde_json::Value = serde_json::from_str(&read(p, "JSON Schema")?)
+                    .map_err(|e| format!("the JSON Schema {} is not JSON: {e}", p.display()))?;
+                Some(jsonschema::validator_for(&v).map_err(|e| format!("the JSON Schema {} is not valid: {e}", p.display()))?)
+            }
+        };
+        let proto_message = match (&cfg.proto_descriptor, &cfg.proto_message) {
+            (None, None) => None,
+            (Some(p), Some(name)) => {
+                let bytes = std::fs::read(p).map_err(|e| format!("cannot read the descriptor set {}: {e}", p.display()))?;
+                let pool = prost_reflect::DescriptorPool::decode(bytes.as_slice())
+                    .map_err(|e| format!("{} is not a Protobuf descriptor set: {e}", p.display()))?;
+                Some(pool.get_message_by_name(name).ok_or_else(|| format!("message {name} is not in {}", p.display()))?)
+            }
+            _ => return Err("--proto-descriptor and --proto-message go together".into()),
+        };
+        let decoder = Decoder {
+            registry: cfg.registry.as_deref().map(Registry::new).transpose()?.map(Arc::new),
+            avro_writer: cfg.avro_schema.as_ref().map(avro).transpose()?,
+            avro_reader: cfg.reader_schema.as_ref().map(avro).transpose()?,
+            proto_message,
+        };
+        Ok(Arc::new(Pipeline {
+            formats: cfg.topic_formats.clone(),
+            default_format: cfg.format,
+            decoder,
+            validator,
+            sinks: SinkFactory::new(&cfg.sink)?,
+            delay: cfg.delay,
+        }))
+    }
+
+    pub fn factory(self: &Arc<Self>) -> HandlerFactory {
+        let p = self.clone();
+        Arc::new(move |_topic: &str, _partition: i32| -> Box<dyn Handler> {
+            Box::new(PipelineHandler { sink: p.sinks.open(), pipeline: p.clone() })
+        })
+    }
+
+    fn format(&self, topic: &str) -> Format {
+        self.formats.get(topic).copied().unwrap_or(self.default_format)
+    }
+}
+
+pub struct PipelineHandler {
+    pipeline: Arc<Pipeline>,
+    sink: Box<dyn Sink>,
+}
+
+impl Handler for PipelineHandler {
+    fn handle(&mut self, record: &OwnedMessage) -> Result<(), Failure> {
+        let p = &self.pipeline;
+        if !p.delay.is_zero() {
+            std::thread::sleep(p.delay);
+        }
+        let decoded = p.decoder.decode(p.format(record.topic()), record.payload())?;
+        for v in decoded.schema.as_deref().into_iter().chain(p.validator.as_ref()) {
+            if let Err(e) = v.validate(&decoded.value) {
+                let at = e.instance_path().to_string();
+                let at = if at.is_empty() { "the value".to_string() } else { at };
+                return Err(Failure::permanent(Stage::Validate, format!("{at}: {e}")));
+            }
+        }
+        self.sink.write(record, &decoded.value)
+    }
+
+    fn flush(&mut self) -> Result<(), Failure> {
+        self.sink.flush()
+    }
+}

@@ -1,0 +1,145 @@
+//! Where handled records go: `null`, `jsonl:PATH`, `sqlite:PATH`, `exec:COMMAND`.
+
+mod exec;
+mod jsonl;
+mod sqlite;
+
+use std::path::PathBuf;
+
+use base64::Engine as _;
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use serde_json::Value;
+
+use super::handler::Failure;
+
+/// Receives each decoded, validated record of one partition.
+pub trait Sink: Send {
+    fn write(&mut self, record: &OwnedMessage, value: &Value) -> Result<(), Failure>;
+    /// Makes what was written durable (a transaction commit, a file flush).
+    fn flush(&mut self) -> Result<(), Failure> {
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkSpec {
+    /// Nothing: records are decoded, validated and counted.
+    Null,
+    /// One JSON line per record appended to a file (debugging, scripts).
+    Jsonl(PathBuf),
+    /// A table per topic in a SQLite database, keyed by (topic, partition, offset).
+    Sqlite(PathBuf),
+    /// A long-lived child process: a JSON line per record on its stdin, one answer line
+    /// per record on its stdout (`ok`, `retry: reason`, `fail: reason`).
+    Exec(String),
+}
+
+impl std::str::FromStr for SinkSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage = "expected null, jsonl:PATH, sqlite:PATH or exec:'COMMAND'";
+        match s.split_once(':') {
+            None if s == "null" => Ok(SinkSpec::Null),
+            Some(("jsonl", p)) if !p.is_empty() => Ok(SinkSpec::Jsonl(PathBuf::from(p))),
+            Some(("sqlite", p)) if !p.is_empty() => Ok(SinkSpec::Sqlite(PathBuf::from(p))),
+            Some(("exec", c)) if !c.trim().is_empty() => Ok(SinkSpec::Exec(c.trim().to_string())),
+            _ => Err(format!("unknown sink `{s}`: {usage}")),
+        }
+    }
+}
+
+impl std::fmt::Display for SinkSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SinkSpec::Null => write!(f, "null"),
+            SinkSpec::Jsonl(p) => write!(f, "jsonl:{}", p.display()),
+            SinkSpec::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            SinkSpec::Exec(c) => write!(f, "exec:{c}"),
+        }
+    }
+}
+
+/// Opens sinks, one per partition worker, sharing what must be shared.
+pub struct SinkFactory {
+    kind: FactoryKind,
+}
+
+enum FactoryKind {
+    Null,
+    Jsonl(jsonl::SharedFile),
+    Sqlite(PathBuf),
+    Exec(exec::SharedChild),
+}
+
+impl SinkFactory {
+    /// Checks the sink can be used at all (file writable, database opens, command starts),
+    /// so a mistake ends the program at start with one sentence.
+    pub fn new(spec: &SinkSpec) -> Result<SinkFactory, String> {
+        let kind = match spec {
+            SinkSpec::Null => FactoryKind::Null,
+            SinkSpec::Jsonl(p) => FactoryKind::Jsonl(jsonl::SharedFile::open(p)?),
+            SinkSpec::Sqlite(p) => {
+                sqlite::SqliteSink::open(p)?;
+                FactoryKind::Sqlite(p.clone())
+            }
+            SinkSpec::Exec(c) => FactoryKind::Exec(exec::SharedChild::start(c)?),
+        };
+        Ok(SinkFactory { kind })
+    }
+
+    pub fn open(&self) -> Box<dyn Sink> {
+        match &self.kind {
+            FactoryKind::Null => Box::new(NullSink),
+            FactoryKind::Jsonl(f) => Box::new(f.clone()),
+            FactoryKind::Sqlite(p) => match sqlite::SqliteSink::open(p) {
+                Ok(s) => Box::new(s),
+                Err(e) => Box::new(BrokenSink(e)),
+            },
+            FactoryKind::Exec(c) => Box::new(c.clone()),
+        }
+    }
+}
+
+struct NullSink;
+impl Sink for NullSink {
+    fn write(&mut self, _: &OwnedMessage, _: &Value) -> Result<(), Failure> {
+        Ok(())
+    }
+}
+
+/// A sink that could not be opened for this partition: every write fails (and is retried).
+struct BrokenSink(String);
+impl Sink for BrokenSink {
+    fn write(&mut self, _: &OwnedMessage, _: &Value) -> Result<(), Failure> {
+        Err(Failure::retryable(super::handler::Stage::Sink, self.0.clone()))
+    }
+}
+
+/// Bytes as text where they are UTF-8, otherwise lossy text.
+pub fn lossy(b: Option<&[u8]>) -> Option<String> {
+    b.map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+pub fn headers_json(record: &OwnedMessage) -> serde_json::Map<String, Value> {
+    record
+        .headers()
+        .map(|h| h.iter().map(|h| (h.key.to_string(), lossy(h.value).into())).collect())
+        .unwrap_or_default()
+}
+
+/// A record as JSON, with `value` the decoded value.
+pub fn record_json(record: &OwnedMessage, value: &Value) -> Value {
+    serde_json::json!({
+        "topic": record.topic(),
+        "partition": record.partition(),
+        "offset": record.offset(),
+        "key": lossy(record.key()),
+        "value": value,
+        "timestamp": record.timestamp().to_millis(),
+        "headers": headers_json(record),
+    })
+}
+
+pub fn base64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
