@@ -123,7 +123,11 @@ fn properties(source: &DlqSource) -> Result<Vec<(String, String)>> {
 /// Reads the dead-letter topic from its start to its current end (no group, nothing committed).
 fn read(source: &DlqSource, filter: &DlqFilter) -> Result<Vec<OwnedMessage>> {
     let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &source.brokers).set("enable.partition.eof", "false");
+    // assign() needs a group id; nothing is committed under it.
+    cc.set("bootstrap.servers", &source.brokers)
+        .set("group.id", "kdeck-dlq-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
     for (k, v) in properties(source)? {
         cc.set(k, v);
     }

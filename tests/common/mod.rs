@@ -197,3 +197,102 @@ pub fn sigterm(child: &Child) {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
 }
+
+/// Produces records with an rdkafka producer (for payloads and headers kcat cannot pass):
+/// (partition, key, value, headers).
+pub fn produce_raw(topic: &str, records: &[(i32, Option<&[u8]>, Option<&[u8]>, Vec<(&str, &[u8])>)]) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    let p: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers()).set("acks", "all").create().unwrap();
+    for (partition, key, value, headers) in records {
+        let mut h = OwnedHeaders::new();
+        for (k, v) in headers {
+            h = h.insert(Header { key: k, value: Some(*v) });
+        }
+        let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(*partition).headers(h);
+        if let Some(k) = key {
+            r = r.key(*k);
+        }
+        if let Some(v) = value {
+            r = r.payload(*v);
+        }
+        p.send(r).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// Every record of `topic` from the start to its current end.
+pub fn read_topic(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::message::Message;
+    // assign() needs a group id; nothing is ever committed under it.
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", "kdeck-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let ends = end_offsets(topic);
+    let mut tpl = TopicPartitionList::new();
+    for p in ends.keys() {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut left: BTreeMap<i32, i64> = ends.into_iter().filter(|(_, e)| *e > 0).collect();
+    let mut out = Vec::new();
+    let until = Instant::now() + Duration::from_secs(60);
+    while !left.is_empty() {
+        assert!(Instant::now() < until, "reading {topic} timed out");
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m.unwrap().detach();
+            if left.get(&m.partition()).is_some_and(|e| m.offset() + 1 >= *e) {
+                left.remove(&m.partition());
+            }
+            out.push(m);
+        }
+    }
+    out.sort_by_key(|m| (m.partition(), m.offset()));
+    out
+}
+
+pub fn header(m: &rdkafka::message::OwnedMessage, key: &str) -> Option<String> {
+    use rdkafka::message::{Headers, Message};
+    m.headers()?.iter().find(|h| h.key == key).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// A stand-in Schema Registry on loopback: `GET /schemas/ids/{id}` answers from `schemas`
+/// (id -> (schemaType, schema text)), 404 otherwise; `GET /subjects/{s}/versions/latest`
+/// answers the highest id registered under that subject. Returns its URL.
+pub fn fake_registry(schemas: Vec<(u32, &'static str, &'static str, String)>) -> String {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", server.server_addr().to_ip().unwrap());
+    std::thread::spawn(move || {
+        for req in server.incoming_requests() {
+            let path = req.url().to_string();
+            let found = if let Some(id) = path.strip_prefix("/schemas/ids/") {
+                schemas.iter().find(|s| id.parse() == Ok(s.0))
+            } else if let Some(rest) = path.strip_prefix("/subjects/") {
+                let subject = rest.split('/').next().unwrap_or_default();
+                schemas.iter().filter(|s| s.1 == subject).max_by_key(|s| s.0)
+            } else {
+                None
+            };
+            let resp = match found {
+                Some((id, subject, kind, schema)) => tiny_http::Response::from_string(
+                    serde_json::json!({"id": id, "subject": subject, "version": 1, "schemaType": kind, "schema": schema}).to_string(),
+                ),
+                None => tiny_http::Response::from_string(r#"{"error_code":40403,"message":"Schema not found"}"#).with_status_code(404),
+            };
+            let _ = req.respond(resp);
+        }
+    });
+    url
+}
+
+/// Rows of a SQLite sink table: (partition, offset) -> value JSON text.
+pub fn sqlite_rows(path: &Path, topic: &str) -> BTreeMap<(i32, i64), String> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut st = conn.prepare(&format!("SELECT partition, offset, value FROM \"{topic}\"")).unwrap();
+    let rows = st.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?))).unwrap();
+    rows.map(|r| r.unwrap()).collect()
+}
