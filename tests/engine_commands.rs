@@ -14,6 +14,7 @@ use rdkafka::message::{Message, OwnedMessage};
 
 type Seen = Arc<Mutex<Vec<(i32, i64)>>>;
 
+
 /// Records every (partition, offset) it handles, taking `delay` for each.
 fn recorder(delay: Duration) -> (HandlerFactory, Seen) {
     struct Recorder {
@@ -184,4 +185,74 @@ fn switching_the_commit_strategy_mid_stream_loses_nothing() {
     assert_all_seen(&distinct(&seen), &ends);
     let committed: BTreeMap<i32, i64> = committed_offsets(&group, &topic);
     assert_eq!(committed, ends);
+}
+
+#[test]
+fn the_retry_queue_and_dead_letters_show_in_the_snapshot_and_obey_commands() {
+    use kdeck_ui::intent::ReplayMode;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let topic = unique("parked");
+    let group = unique("g-parked");
+    create_topic(&topic, 1);
+    create_topic(&format!("{topic}.dlq"), 1);
+    produce_raw(&topic, &[(0, Some(b"ok"), Some(b"1"), vec![]), (0, Some(b"flaky"), Some(b"2"), vec![]), (0, Some(b"ok"), Some(b"3"), vec![])]);
+
+    /// Fails the record keyed "flaky" until `healed`; records every attempt.
+    struct Flaky {
+        healed: Arc<AtomicBool>,
+        seen: Seen,
+    }
+    impl Handler for Flaky {
+        fn handle(&mut self, r: &OwnedMessage) -> Result<(), Failure> {
+            self.seen.lock().unwrap().push((r.partition(), r.offset()));
+            if r.key() == Some(b"flaky") && !self.healed.load(Ordering::SeqCst) {
+                return Err(Failure::retryable(kdeck::engine::Stage::Handle, "downstream unavailable"));
+            }
+            Ok(())
+        }
+    }
+    let healed = Arc::new(AtomicBool::new(false));
+    let seen: Seen = Arc::default();
+    let (h, s) = (healed.clone(), seen.clone());
+    let factory: HandlerFactory = Arc::new(move |_: &str, _: i32| Box::new(Flaky { healed: h.clone(), seen: s.clone() }) as Box<dyn Handler>);
+    let mut cfg = config(&group, &topic);
+    cfg.retry.max_attempts = 10;
+    cfg.retry.base = Duration::from_secs(600); // parked until told otherwise
+    cfg.retry.max = Duration::from_secs(600);
+    let engine = engine::start(cfg, factory).unwrap();
+    let tp = (topic.clone(), 0);
+    let attempts = |seen: &Seen| seen.lock().unwrap().iter().filter(|s| s.1 == 1).count();
+
+    let s = wait_snapshot(&engine, "the flaky record parked", Duration::from_secs(60), |s| !s.retry_queue.is_empty());
+    let parked = &s.retry_queue[0];
+    assert_eq!((parked.offset, parked.attempt, parked.last_error.as_str()), (1, 1, "downstream unavailable"));
+    assert!(parked.next_due_ms.unwrap() > s.captured_at_ms + 60_000, "due in about ten minutes");
+    assert_eq!(s.partition(&topic, 0).unwrap().finished, Some(1), "the watermark waits at the parked record");
+    assert_eq!(count(&seen, 0), 2, "partition ordering: record 2 waits behind it");
+
+    engine.send(Command::RetryNow(tp.clone(), 1));
+    wait_snapshot(&engine, "a second attempt", Duration::from_secs(30), |s| s.retry_queue.first().is_some_and(|r| r.attempt == 2));
+    assert_eq!(attempts(&seen), 2);
+
+    engine.send(Command::DeadLetterNow(tp.clone(), 1));
+    let s = wait_snapshot(&engine, "the record dead-lettered and the partition done", Duration::from_secs(30), |s| {
+        s.dead_lettered == 1 && s.retry_queue.is_empty() && s.partition(&topic, 0).is_some_and(|p| p.finished == Some(3))
+    });
+    let dead = &s.dead_letters[0];
+    assert_eq!((dead.offset, dead.attempts, dead.class.as_str()), (1, 2, "retryable"));
+    assert!(dead.message.contains("by the operator"));
+    assert_eq!(s.failures.get("handle/retryable"), Some(&2));
+    let audit_id = dead.audit_id.expect("dead letter in the audit store");
+    assert_eq!(read_topic(&format!("{topic}.dlq")).len(), 1);
+
+    // Fixed downstream: replay through the pipeline, once; the second needs force.
+    healed.store(true, Ordering::SeqCst);
+    engine.send(Command::Replay { audit_id, mode: ReplayMode::Reprocess, force: false });
+    wait_snapshot(&engine, "the replay's outcome", Duration::from_secs(30), |s| s.notices.iter().any(|n| n.message.contains("reprocessed")));
+    assert_eq!(attempts(&seen), 3, "replayed through the handler");
+    engine.send(Command::Replay { audit_id, mode: ReplayMode::Reprocess, force: false });
+    wait_snapshot(&engine, "the refusal", Duration::from_secs(30), |s| s.notices.iter().any(|n| n.message.contains("use --force")));
+    assert_eq!(attempts(&seen), 3);
+    engine.stop().unwrap();
 }
