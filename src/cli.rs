@@ -249,6 +249,9 @@ pub struct DemoArgs {
     /// Commit strategy of the demo consumer.
     #[arg(long, default_value = "batch:1000")]
     pub commit: String,
+    /// Audit store (default: audit.sqlite in the user's state directory).
+    #[arg(long)]
+    pub audit: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
 }

@@ -1,6 +1,10 @@
 //! `kdeck demo`: an embedded 3-broker cluster (or `-b` a real one), a topic
 //! `orders` with 6 partitions, synthetic order events, and the engine
-//! consuming them. Nothing to install.
+//! consuming them. Nothing to install. The traffic carries trouble on
+//! purpose, so every panel has something to show: malformed JSON and schema
+//! violations (dead-lettered at once), orders whose handler fails a few
+//! times and then succeeds (the retry queue), poison orders that always fail
+//! (dead-lettered after their retries) and slow ones (back-pressure, lag).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,11 +20,48 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use crate::cli::DemoArgs;
 use crate::embedded::EmbeddedCluster;
 use crate::engine::pipeline::{Format, Pipeline, PipelineConfig};
-use crate::engine::{self, EngineConfig, Subscription};
+use crate::engine::{self, EngineConfig, Failure, Handler, HandlerFactory, RetryPolicy, Stage, Subscription};
+use rdkafka::message::{Message, OwnedMessage};
+use std::collections::HashMap;
 use crate::headless;
 
 pub const TOPIC: &str = "orders";
+pub const DLQ: &str = "orders.dlq";
 pub const PARTITIONS: i32 = 6;
+const ORDER_SCHEMA: &str = include_str!("../assets/schemas/order.schema.json");
+
+/// The demo's business logic on top of the pipeline: `"flaky": n` fails n times
+/// then succeeds, `"poison": true` always fails, `"slow_ms": n` takes that long.
+struct DemoHandler {
+    inner: Box<dyn Handler>,
+    failures: HashMap<i64, u64>,
+}
+
+impl Handler for DemoHandler {
+    fn handle(&mut self, record: &OwnedMessage) -> Result<(), Failure> {
+        self.inner.handle(record)?;
+        let v: serde_json::Value = record.payload().and_then(|p| serde_json::from_slice(p).ok()).unwrap_or_default();
+        if let Some(ms) = v["slow_ms"].as_u64() {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        if v["poison"] == true {
+            return Err(Failure::retryable(Stage::Handle, "payment service rejects this order"));
+        }
+        if let Some(n) = v["flaky"].as_u64() {
+            let failed = self.failures.entry(record.offset()).or_insert(0);
+            if *failed < n {
+                *failed += 1;
+                return Err(Failure::retryable(Stage::Handle, format!("inventory service timed out ({failed} of {n})")));
+            }
+            self.failures.remove(&record.offset());
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), Failure> {
+        self.inner.flush()
+    }
+}
 
 pub fn run(args: &DemoArgs, on_start: impl FnOnce(Arc<AtomicBool>) -> Result<()>) -> Result<()> {
     let until = args
@@ -32,12 +73,14 @@ pub fn run(args: &DemoArgs, on_start: impl FnOnce(Arc<AtomicBool>) -> Result<()>
 
     let (_cluster, brokers) = match &args.brokers {
         Some(b) => {
-            ensure_topic(b)?;
+            ensure_topic(b, TOPIC, PARTITIONS)?;
+            ensure_topic(b, DLQ, 1)?;
             (None, b.clone())
         }
         None => {
             let c = EmbeddedCluster::new(3)?;
             c.create_topic(TOPIC, PARTITIONS, 3)?;
+            c.create_topic(DLQ, 1, 3)?;
             let b = c.bootstrap_servers();
             (Some(c), b)
         }
@@ -52,10 +95,26 @@ pub fn run(args: &DemoArgs, on_start: impl FnOnce(Arc<AtomicBool>) -> Result<()>
 
     let mut config = EngineConfig::new(&brokers, "kdeck-demo", Subscription::Topics(vec![TOPIC.to_string()]));
     config.commit = commit;
-    config.sink_label = "null".into();
-    let handlers = Pipeline::new(&PipelineConfig { format: Format::Json, ..Default::default() })
-        .map_err(anyhow::Error::msg)?
-        .factory();
+    config.sink_label = "null (demo handler)".into();
+    config.dlq_topic = Some(DLQ.to_string());
+    // Key ordering: a flaky order holds back only its customer's later orders.
+    config.retry = RetryPolicy {
+        max_attempts: 4,
+        base: Duration::from_millis(300),
+        max: Duration::from_secs(3),
+        ordering: crate::engine::RetryOrdering::Key,
+    };
+    if let Some(a) = &args.audit {
+        config.audit_path = a.clone();
+    }
+    let schema = crate::logging::default_dir().join("demo-order.schema.json");
+    std::fs::write(&schema, ORDER_SCHEMA).map_err(|e| anyhow!("cannot write {}: {e}", schema.display()))?;
+    let pipeline = Pipeline::new(&PipelineConfig { format: Format::Json, schema: Some(schema), ..Default::default() })
+        .map_err(anyhow::Error::msg)?;
+    let inner = pipeline.factory();
+    let handlers: HandlerFactory = Arc::new(move |t: &str, p: i32| {
+        Box::new(DemoHandler { inner: inner(t, p), failures: HashMap::new() }) as Box<dyn Handler>
+    });
     let engine = engine::start(config, handlers)?;
     on_start(engine.shutdown_flag())?;
     let result = headless::run(engine, args.output.json, until);
@@ -64,17 +123,17 @@ pub fn run(args: &DemoArgs, on_start: impl FnOnce(Arc<AtomicBool>) -> Result<()>
     result
 }
 
-fn ensure_topic(brokers: &str) -> Result<()> {
+fn ensure_topic(brokers: &str, name: &str, partitions: i32) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .map_err(|e| anyhow!("cannot create an admin client for {brokers}: {e}"))?;
-    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1));
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = rt
         .block_on(admin.create_topics([&topic], &opts))
-        .map_err(|e| anyhow!("cannot reach Kafka at {brokers} to create topic {TOPIC}: {e}"))?;
+        .map_err(|e| anyhow!("cannot reach Kafka at {brokers} to create topic {name}: {e}"))?;
     for r in results {
         if let Err((t, code)) = r {
             if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
@@ -111,6 +170,7 @@ fn produce(brokers: &str, rate: u32, stop: &AtomicBool) {
             n += 1;
             let customer = format!("c-{:04}", rng.random_range(0..500));
             let value = order_json(n, &customer, &mut rng);
+            let value = with_trouble(value, &mut rng);
             let mut record = BaseRecord::to(TOPIC).key(customer.as_str()).payload(value.as_str());
             while let Err((e, r)) = producer.send(record) {
                 // Queue full: let deliveries drain, then try again.
@@ -131,6 +191,25 @@ fn produce(brokers: &str, rate: u32, stop: &AtomicBool) {
         }
     }
     let _ = producer.flush(Duration::from_secs(2));
+}
+
+/// About 1 in 100 records is malformed, 1 in 100 breaks the schema, 2 in 100 are
+/// flaky, 1 in 500 is poison and 1 in 200 is slow.
+fn with_trouble(order: String, rng: &mut impl Rng) -> String {
+    let roll = rng.random_range(0..1000);
+    let tweak = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_str(&order).unwrap_or_default();
+        f(&mut v);
+        v.to_string()
+    };
+    match roll {
+        0..10 => order[..order.len() / 2].to_string(), // cut short: malformed JSON
+        10..20 => tweak(&|v| v["amount"] = serde_json::json!(-5)), // violates the schema
+        20..40 => tweak(&|v| v["flaky"] = serde_json::json!(1 + (order.len() % 3))),
+        40..42 => tweak(&|v| v["poison"] = serde_json::json!(true)),
+        42..47 => tweak(&|v| v["slow_ms"] = serde_json::json!(50)),
+        _ => order,
+    }
 }
 
 fn order_json(n: u64, customer: &str, rng: &mut impl Rng) -> String {
