@@ -131,6 +131,11 @@ fn replays_land_once_in_the_sink_are_audited_and_a_second_needs_force() {
         .collect();
     assert_eq!(kinds.iter().filter(|k| *k == "dead_letter").count(), 2);
     assert!(kinds.iter().any(|k| k == "rebalance"));
+    let first_id = listing.split_whitespace().next().unwrap();
+    let show = kdeck().args(["audit", "show", first_id, "--audit"]).arg(s.audit()).output().unwrap();
+    let event: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(event["kind"], "replay");
+    assert_eq!(event["detail"]["ok"], true);
 
     // --force replays again, and that is audited too.
     let (p, o) = at(to_reprocess);
@@ -196,6 +201,10 @@ fn dead_letter_topics_of_spring_karafka_and_connect_are_redriven() {
         vec![(0, "from connect".to_string()), (1, "from spring".to_string()), (2, "from karafka".to_string())],
         "each went back to the partition its headers name"
     );
+    let show = kdeck().args(["dlq", "show", "-b", &brokers(), "--dlq", &dlq, "--partition", "0", "--offset", "0"]).output().unwrap();
+    let shown = String::from_utf8_lossy(&show.stdout);
+    assert!(shown.contains("header kafka_dlt-exception-fqcn: java.lang.IllegalStateException") && shown.contains("from spring"), "{shown}");
+
     // Only the Spring record matches a filter on its exception class.
     let filtered = kdeck()
         .args(["dlq", "list", "-b", &brokers(), "--dlq", &dlq, "--error", "IllegalState"])

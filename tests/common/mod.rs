@@ -262,12 +262,26 @@ pub fn header(m: &rdkafka::message::OwnedMessage, key: &str) -> Option<String> {
 
 /// A stand-in Schema Registry on loopback: `GET /schemas/ids/{id}` answers from `schemas`
 /// (id -> (schemaType, schema text)), 404 otherwise; `GET /subjects/{s}/versions/latest`
-/// answers the highest id registered under that subject. Returns its URL.
+/// answers the highest id registered under that subject. With `auth` ("user:password")
+/// it answers 401 to requests without that basic auth. Returns its URL.
 pub fn fake_registry(schemas: Vec<(u32, &'static str, &'static str, String)>) -> String {
+    fake_registry_with_auth(schemas, None)
+}
+
+pub fn fake_registry_with_auth(schemas: Vec<(u32, &'static str, &'static str, String)>, auth: Option<&str>) -> String {
+    use base64::Engine as _;
+    let expected = auth.map(|a| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(a)));
     let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
     let url = format!("http://{}", server.server_addr().to_ip().unwrap());
     std::thread::spawn(move || {
         for req in server.incoming_requests() {
+            let authorized = expected.as_ref().is_none_or(|e| {
+                req.headers().iter().any(|h| h.field.equiv("Authorization") && h.value.as_str() == e)
+            });
+            if !authorized {
+                let _ = req.respond(tiny_http::Response::from_string("unauthorized").with_status_code(401));
+                continue;
+            }
             let path = req.url().to_string();
             let found = if let Some(id) = path.strip_prefix("/schemas/ids/") {
                 schemas.iter().find(|s| id.parse() == Ok(s.0))

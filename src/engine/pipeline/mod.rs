@@ -141,3 +141,43 @@ impl Handler for PipelineHandler {
         self.sink.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_descriptor_set_decodes_protobuf_without_a_registry() {
+        let source = "syntax = \"proto3\"; package t; message M { string s = 1; }";
+        let file = registry::compile_proto("t.proto", source).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let desc = dir.path().join("t.desc");
+        std::fs::write(&desc, file.parent_pool().encode_to_vec()).unwrap();
+        let p = Pipeline::new(&PipelineConfig {
+            format: Format::Protobuf,
+            proto_descriptor: Some(desc),
+            proto_message: Some("t.M".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut m = prost_reflect::DynamicMessage::new(file.parent_pool().get_message_by_name("t.M").unwrap());
+        m.set_field_by_name("s", prost_reflect::Value::String("hi".into()));
+        let mut bytes = vec![0, 0, 0, 0, 9, 0];
+        prost::Message::encode(&m, &mut bytes).unwrap();
+        let d = p.decoder.decode(Format::Protobuf, Some(&bytes)).map_err(|f| f.message).unwrap();
+        assert_eq!(d.value, serde_json::json!({"s": "hi"}));
+    }
+
+    #[test]
+    fn bad_schema_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, "{not json").unwrap();
+        let e = Pipeline::new(&PipelineConfig { schema: Some(bad), ..Default::default() }).err().unwrap();
+        assert!(e.contains("bad.json is not JSON"), "{e}");
+        let e = Pipeline::new(&PipelineConfig { avro_schema: Some(dir.path().join("missing.avsc")), ..Default::default() })
+            .err()
+            .unwrap();
+        assert!(e.contains("cannot read the Avro schema") && e.contains("missing.avsc"), "{e}");
+    }
+}
