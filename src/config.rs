@@ -46,6 +46,9 @@ pub struct FileConfig {
     /// Per-topic formats, e.g. `payments = "avro"`.
     #[serde(default)]
     pub formats: std::collections::HashMap<String, String>,
+    /// Dashboard key overrides, `action = "key"`.
+    #[serde(default)]
+    pub keys: std::collections::BTreeMap<String, String>,
 }
 
 impl FileConfig {
@@ -65,6 +68,7 @@ pub struct RunConfig {
     pub engine: EngineConfig,
     pub pipeline: PipelineConfig,
     pub log_file: Option<PathBuf>,
+    pub keymap: kdeck_ui::keymap::KeyMap,
 }
 
 fn duration(name: &str, v: Option<String>, default: Duration) -> Result<Duration> {
@@ -172,7 +176,10 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
     if let Some(a) = args.audit.clone().or(file.audit) {
         engine.audit_path = a;
     }
-    Ok(RunConfig { engine, pipeline, log_file: args.output.log_file.clone().or(file.log_file) })
+    let keymap = kdeck_ui::keymap::KeyMap::default()
+        .with_overrides(file.keys.iter().map(|(a, k)| (a.as_str(), k.as_str())))
+        .map_err(|e| anyhow!("the config file's [keys]: {e}"))?;
+    Ok(RunConfig { engine, pipeline, log_file: args.output.log_file.clone().or(file.log_file), keymap })
 }
 
 #[cfg(test)]

@@ -117,7 +117,19 @@ pub fn run(args: &DemoArgs, on_start: impl FnOnce(Arc<AtomicBool>) -> Result<()>
     });
     let engine = engine::start(config, handlers)?;
     on_start(engine.shutdown_flag())?;
-    let result = headless::run(engine, args.output.json, until);
+    let result = if args.output.headless || !crate::tui::available() {
+        headless::run(engine, args.output.json, until)
+    } else {
+        if let Some(d) = until {
+            // --duration works with the dashboard too.
+            let flag = engine.shutdown_flag();
+            std::thread::spawn(move || {
+                std::thread::sleep(d);
+                flag.store(true, Ordering::SeqCst);
+            });
+        }
+        crate::tui::run(engine, kdeck_ui::keymap::KeyMap::default())
+    };
     stop.store(true, Ordering::SeqCst);
     let _ = producer.join();
     result

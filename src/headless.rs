@@ -40,6 +40,7 @@ fn print(s: &Snapshot, json: bool) {
         // The JSON line carries the current state; the full history is for the dashboard.
         let keep = s.throughput.len().saturating_sub(1);
         s.throughput.drain(..keep);
+        s.logs.clear(); // the log file has them
         let mut out = std::io::stdout().lock();
         let _ = serde_json::to_writer(&mut out, &s);
         let _ = out.write_all(b"\n");

@@ -10,3 +10,4 @@ pub mod engine;
 pub mod headless;
 pub mod logging;
 pub mod tools;
+pub mod tui;

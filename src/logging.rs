@@ -2,9 +2,58 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::VecDeque;
+use std::sync::{Mutex, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use anyhow::{anyhow, Result};
+use kdeck_ui::model::LogLine;
+use tracing::field::{Field, Visit};
 use tracing_appender::non_blocking::WorkerGuard;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+const KEPT: usize = 200;
+
+fn buffer() -> &'static Mutex<VecDeque<LogLine>> {
+    static LINES: OnceLock<Mutex<VecDeque<LogLine>>> = OnceLock::new();
+    LINES.get_or_init(|| Mutex::new(VecDeque::with_capacity(KEPT)))
+}
+
+/// The newest `n` log lines (oldest first), for the dashboard's log panel.
+pub fn recent(n: usize) -> Vec<LogLine> {
+    let lines = buffer().lock().unwrap();
+    lines.iter().skip(lines.len().saturating_sub(n)).cloned().collect()
+}
+
+/// Keeps the last lines of the log in memory (bounded), besides the file.
+struct Recent;
+
+impl<S: tracing::Subscriber> Layer<S> for Recent {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        struct Message(String);
+        impl Visit for Message {
+            fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut m = Message(String::new());
+        event.record(&mut m);
+        let line = LogLine {
+            at_ms: SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
+            level: event.metadata().level().to_string(),
+            message: m.0,
+        };
+        let mut lines = buffer().lock().unwrap();
+        if lines.len() == KEPT {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+}
 
 /// The default log directory: the user's state directory (e.g. ~/.local/state/kdeck).
 pub fn default_dir() -> PathBuf {
@@ -33,6 +82,10 @@ pub fn init(file: Option<&Path>) -> Result<(WorkerGuard, PathBuf)> {
     };
     let (writer, guard) = tracing_appender::non_blocking(appender);
     let filter = EnvFilter::try_from_env("KDECK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(false).init();
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(false))
+        .with(Recent)
+        .init();
     Ok((guard, shown))
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use clap::Parser;
 use kdeck::cli::{Cli, Command};
 use kdeck::engine::pipeline::Pipeline;
-use kdeck::{config, demo, engine, headless, logging, tools};
+use kdeck::{config, demo, engine, headless, logging, tools, tui};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -27,7 +27,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let handlers = Pipeline::new(&cfg.pipeline).map_err(anyhow::Error::msg)?.factory();
             let engine = engine::start(cfg.engine, handlers)?;
             on_signals_shut_down(engine.shutdown_flag())?;
-            headless::run(engine, args.output.json, None)
+            if args.output.headless || !tui::available() {
+                headless::run(engine, args.output.json, None)
+            } else {
+                tui::run(engine, cfg.keymap)
+            }
         }
         Command::Audit(args) => tools::audit(&args),
         Command::Dlq(args) => tools::dlq(&args),

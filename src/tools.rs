@@ -14,7 +14,7 @@ use crate::cli::{AuditArgs, AuditCommand, DlqArgs, DlqCommand, DlqFilter, DlqSou
 use crate::config::{self, FileConfig};
 use crate::engine::audit::{self, Audit};
 use crate::engine::dlq::headers::{source_of, ERROR_CLASS, ERROR_STAGE};
-use crate::engine::dlq::Producer;
+use crate::engine::dlq::{preview, Producer};
 use crate::engine::pipeline::Pipeline;
 use crate::engine::replay::{self, ReplayTarget};
 use crate::engine::sink::lossy;
@@ -71,7 +71,7 @@ pub fn dlq(args: &DlqArgs) -> Result<()> {
                     println!("header {}: {}", h.key, lossy(h.value).unwrap_or_else(|| "(null)".into()));
                 }
             }
-            println!("value:\n{}", preview(m.payload()));
+            println!("value:\n{}", preview(m.payload(), 4000));
             Ok(())
         }
         DlqCommand::Replay { source, filter, mode, force, pipeline, audit } => {
@@ -223,22 +223,4 @@ fn describe(m: &OwnedMessage) -> String {
         .unwrap_or_default();
     let at = m.timestamp().to_millis().map(|t| rfc3339(t as u64)).unwrap_or_default();
     format!("{}[{}]@{}  {at}  from {src}  {why}", m.topic(), m.partition(), m.offset())
-}
-
-/// Pretty JSON when the payload parses, text otherwise, truncated.
-pub fn preview(payload: Option<&[u8]>) -> String {
-    let Some(p) = payload else { return "(null)".into() };
-    let text = match serde_json::from_slice::<serde_json::Value>(p) {
-        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
-        Err(_) => String::from_utf8_lossy(p).into_owned(),
-    };
-    if text.len() > 4000 {
-        let mut cut = 4000;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        format!("{}… ({} bytes)", &text[..cut], p.len())
-    } else {
-        text
-    }
 }

@@ -98,6 +98,9 @@ pub struct Core {
     notices_tx: Sender<(bool, String)>,
     notices_rx: Receiver<(bool, String)>,
     notices: VecDeque<EngineError>,
+    /// Handling times since the last sample, and the percentiles of the last one.
+    latencies_us: Vec<u32>,
+    latency: (u64, u64),
     /// Where async commit outcomes come back. Taken out before the consumer is destroyed.
     pub commit_queue: Option<CommitQueue>,
     async_commit_in_flight: bool,
@@ -158,6 +161,8 @@ impl Core {
             notices_tx,
             notices_rx,
             notices: VecDeque::new(),
+            latencies_us: Vec::new(),
+            latency: (0, 0),
             commit_queue: None,
             async_commit_in_flight: false,
             events_tx,
@@ -371,7 +376,8 @@ impl Core {
         }
         while let Ok(ev) = self.events_rx.try_recv() {
             match ev {
-                WorkerEvent::Finished { tp, offsets, .. } => {
+                WorkerEvent::Finished { tp, offsets, latencies_us } => {
+                    self.latencies_us.extend(latencies_us);
                     let Some(part) = self.parts.get_mut(&tp) else { continue };
                     for o in &offsets {
                         if part.tracker.finished(*o) {
@@ -800,6 +806,12 @@ impl Core {
             processed_per_s: (self.processed - p0) as f64 / secs,
             failed_per_s: (self.failed - f0) as f64 / secs,
         });
+        if !self.latencies_us.is_empty() {
+            self.latencies_us.sort_unstable();
+            let at = |q: f64| self.latencies_us[((self.latencies_us.len() - 1) as f64 * q) as usize] as u64;
+            self.latency = (at(0.50), at(0.99));
+            self.latencies_us.clear();
+        }
         for part in self.parts.values_mut() {
             part.rate = (part.processed - part.processed_at_sample) as f64 / secs;
             part.processed_at_sample = part.processed;
@@ -823,8 +835,10 @@ impl Core {
                 } else {
                     PartitionState::Active
                 };
+                // Statistics arrive once a second; the end is at least what we have read.
+                let high_watermark = p.high_watermark.max(p.position);
                 let base = p.committed.or(p.position);
-                let lag = match (p.high_watermark, base) {
+                let lag = match (high_watermark, base) {
                     (Some(h), Some(b)) => (h - b).max(0),
                     _ => 0,
                 };
@@ -836,7 +850,7 @@ impl Core {
                     position: p.position,
                     committed: p.committed,
                     finished: p.tracker.watermark(),
-                    high_watermark: p.high_watermark,
+                    high_watermark,
                     lag,
                     queued: p.queued(),
                     in_flight: p.tracker.unfinished(),
@@ -889,6 +903,9 @@ impl Core {
             failures: self.failures.clone(),
             dead_lettered: self.dead_lettered,
             notices: self.notices.iter().cloned().collect(),
+            latency_p50_us: self.latency.0,
+            latency_p99_us: self.latency.1,
+            logs: crate::logging::recent(100),
         }
     }
 }

@@ -20,8 +20,9 @@ use super::Tp;
 /// What workers tell the poll thread.
 #[derive(Debug)]
 pub enum WorkerEvent {
-    /// These records finished (handled and flushed, or acknowledged by the dead-letter topic).
-    Finished { tp: Tp, offsets: Vec<i64> },
+    /// These records finished (handled and flushed, or acknowledged by the dead-letter topic),
+    /// with the handling time of those that were handled successfully.
+    Finished { tp: Tp, offsets: Vec<i64>, latencies_us: Vec<u32> },
     /// An attempt failed.
     Failed { tp: Tp, offset: i64, failure: Failure },
     /// A record entered (or was updated in) the retry queue.
@@ -139,6 +140,7 @@ impl Worker {
             dlq,
             parked: Vec::new(),
             done: Vec::with_capacity(MAX_BATCH),
+            latencies_us: Vec::with_capacity(MAX_BATCH),
             blocked: false,
         };
         let thread = std::thread::Builder::new()
@@ -224,6 +226,7 @@ struct State {
     parked: Vec<Parked>,
     /// Handled, not yet flushed and reported.
     done: Vec<i64>,
+    latencies_us: Vec<u32>,
     blocked: bool,
 }
 
@@ -308,9 +311,11 @@ impl State {
 
     /// Runs the handler; `was_parked` when the record comes out of the retry queue.
     fn attempt(&mut self, record: OwnedMessage, attempts: u32, was_parked: bool) {
+        let started = Instant::now();
         match self.handler.handle(&record) {
             Ok(()) => {
                 self.done.push(record.offset());
+                self.latencies_us.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
                 if was_parked {
                     self.emit(WorkerEvent::Unparked { tp: self.tp.clone(), offset: record.offset() });
                 }
@@ -424,7 +429,8 @@ impl State {
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         let offsets = std::mem::replace(&mut self.done, Vec::with_capacity(MAX_BATCH));
-        self.emit(WorkerEvent::Finished { tp: self.tp.clone(), offsets });
+        let latencies_us = std::mem::replace(&mut self.latencies_us, Vec::with_capacity(MAX_BATCH));
+        self.emit(WorkerEvent::Finished { tp: self.tp.clone(), offsets, latencies_us });
         true
     }
 

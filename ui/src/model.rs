@@ -46,6 +46,19 @@ pub struct Snapshot {
     pub dead_lettered: u64,
     /// Outcomes of operator actions that finish later (replays), newest last, bounded.
     pub notices: Vec<EngineError>,
+    /// Processing time per record over the last second's records, in microseconds.
+    pub latency_p50_us: u64,
+    pub latency_p99_us: u64,
+    /// Recent log lines of the process, newest last, bounded.
+    pub logs: Vec<LogLine>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LogLine {
+    pub at_ms: u64,
+    /// ERROR, WARN, INFO, DEBUG, TRACE.
+    pub level: String,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -79,6 +92,10 @@ pub struct DeadLetterView {
     pub dlq_offset: i64,
     /// Row of the audit store holding the full record, for replay.
     pub audit_id: Option<i64>,
+    /// Original headers, as text.
+    pub headers: Vec<(String, String)>,
+    /// The value: pretty JSON when it parses, text otherwise; truncated.
+    pub value_preview: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]

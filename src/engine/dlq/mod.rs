@@ -176,6 +176,25 @@ impl DeadLetterQueue {
             dlq_partition,
             dlq_offset,
             audit_id,
+            headers: headers_json(record).into_iter().map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string())).collect(),
+            value_preview: preview(record.payload(), 2048),
         })
     }
+}
+
+/// Pretty JSON when the payload parses, text otherwise, cut at `max` bytes.
+pub fn preview(payload: Option<&[u8]>, max: usize) -> String {
+    let Some(p) = payload else { return "(null)".into() };
+    let text = match serde_json::from_slice::<serde_json::Value>(p) {
+        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
+        Err(_) => String::from_utf8_lossy(p).into_owned(),
+    };
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..cut], p.len())
 }
