@@ -1,0 +1,96 @@
+//! The real binary's dashboard, driven like a person would: `kdeck demo` in
+//! tmux, keys sent with send-keys, the screen read with capture-pane.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn cmd(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux").arg("-L").arg(&self.socket).args(args).output().expect("tmux is installed (scripts/test installs it)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.cmd(&["capture-pane", "-p", "-t", "kdeck"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            self.cmd(&["send-keys", "-t", "kdeck", k]);
+        }
+    }
+
+    fn wait(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < until {
+            last = self.screen();
+            if cond(&last) {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out waiting for {what}; screen:\n{last}");
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.cmd(&["kill-server"]);
+    }
+}
+
+#[test]
+fn the_dashboard_pauses_switches_strategy_replays_and_quits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.sqlite");
+    let t = Tmux { socket: unique("kdeck-tmux") };
+    let command = format!(
+        "{} demo --rate 500 --log-file {} --audit {}; echo KDECK-EXIT=$?; sleep 600",
+        env!("CARGO_BIN_EXE_kdeck"),
+        dir.path().join("demo.log").display(),
+        audit.display()
+    );
+    t.cmd(&["new-session", "-d", "-s", "kdeck", "-x", "160", "-y", "48", &command]);
+    t.wait("the dashboard", |s| s.contains("RUNNING") && s.contains("orders[5]"));
+
+    // Pause the selected (first) partition.
+    t.keys(&["p"]);
+    t.wait("orders[0] paused", |s| s.lines().any(|l| l.contains("orders[0] ") && l.contains("paused")));
+
+    // Switch the commit strategy with the picker: per-message is first, batch:1000 current.
+    t.keys(&["c"]);
+    t.wait("the strategy picker", |s| s.contains("Commit strategy"));
+    t.keys(&["Up", "Enter"]);
+    t.wait("the new strategy in the header", |s| s.contains("commit per-message"));
+
+    // Focus the dead letters and replay the newest one by republishing it.
+    t.keys(&["Tab", "Tab", "Tab", "Tab"]);
+    t.wait("dead letters", |s| s.contains("/permanent") || s.contains("/retryable"));
+    t.keys(&["r"]);
+    t.wait("the replay confirmation", |s| s.contains("republish to its source"));
+    t.keys(&["p"]);
+    t.wait("the replay's outcome", |s| s.contains("republished to orders["));
+
+    // Quit: drain, commit, restore the terminal.
+    t.keys(&["q"]);
+    let after = t.wait("kdeck to exit", |s| s.contains("KDECK-EXIT="));
+    assert!(after.contains("KDECK-EXIT=0"), "{after}");
+    assert_eq!(t.cmd(&["display", "-p", "-t", "kdeck", "#{alternate_on}"]).trim(), "0", "the alternate screen was left");
+    assert!(!after.contains("Partitions"), "the dashboard is gone from the restored screen:\n{after}");
+
+    // The operator's actions are in the audit store.
+    let out = kdeck().args(["audit", "list", "--audit"]).arg(&audit).output().unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    for expect in ["pause orders[0]", "commit strategy batch:1000 -> per-message", "republish"] {
+        assert!(listing.contains(expect), "{expect} in the audit:\n{listing}");
+    }
+}
