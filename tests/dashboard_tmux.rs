@@ -48,19 +48,40 @@ impl Drop for Tmux {
     }
 }
 
-#[test]
-fn the_dashboard_pauses_switches_strategy_replays_and_quits_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let audit = dir.path().join("audit.sqlite");
+/// Starts `kdeck demo` with its dashboard in a fresh tmux server; the pane stays
+/// open after kdeck exits and shows its exit status.
+fn start_demo(dir: &std::path::Path) -> Tmux {
     let t = Tmux { socket: unique("kdeck-tmux") };
     let command = format!(
         "{} demo --rate 500 --log-file {} --audit {}; echo KDECK-EXIT=$?; sleep 600",
         env!("CARGO_BIN_EXE_kdeck"),
-        dir.path().join("demo.log").display(),
-        audit.display()
+        dir.join("demo.log").display(),
+        dir.join("audit.sqlite").display()
     );
     t.cmd(&["new-session", "-d", "-s", "kdeck", "-x", "160", "-y", "48", &command]);
     t.wait("the dashboard", |s| s.contains("RUNNING") && s.contains("orders[5]"));
+    t
+}
+
+#[test]
+fn sigterm_stops_the_dashboard_gracefully_and_restores_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = start_demo(dir.path());
+    let shell = t.cmd(&["display", "-p", "-t", "kdeck", "#{pane_pid}"]);
+    let pid = Command::new("pgrep").args(["-P", shell.trim(), "-x", "kdeck"]).output().unwrap();
+    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
+    assert!(!pid.is_empty(), "kdeck runs in the pane");
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let after = t.wait("kdeck to exit", |s| s.contains("KDECK-EXIT="));
+    assert!(after.contains("KDECK-EXIT=0"), "{after}");
+    assert_eq!(t.cmd(&["display", "-p", "-t", "kdeck", "#{alternate_on}"]).trim(), "0");
+}
+
+#[test]
+fn the_dashboard_pauses_switches_strategy_replays_and_quits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.sqlite");
+    let t = start_demo(dir.path());
 
     // Pause the selected (first) partition.
     t.keys(&["p"]);
