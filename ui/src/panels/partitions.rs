@@ -13,7 +13,7 @@ use crate::{style, time};
 const BAR: usize = 12;
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App, s: &Snapshot) {
-    let narrow = area.width < 100;
+    let narrow = area.width < 90;
     let rows = app.partitions(s);
     let max_lag = rows.iter().map(|p| p.lag).max().unwrap_or(0).max(1);
     let opt = |o: Option<i64>| o.map_or("-".to_string(), |v| v.to_string());
