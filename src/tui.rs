@@ -28,7 +28,15 @@ pub fn strategies() -> Vec<String> {
 }
 
 pub fn run(engine: EngineHandle, keymap: KeyMap) -> Result<()> {
+    // ratatui's hook restores the terminal and reports the panic; a panic on any
+    // thread then ends the process, since the screen is no longer ours to draw on.
+    // Nothing unfinished was committed, so nothing is lost.
     let mut terminal = ratatui::init();
+    let restore_and_report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        restore_and_report(info);
+        std::process::exit(101);
+    }));
     let outcome = event_loop(&mut terminal, &engine, keymap);
     ratatui::restore();
     let joined = engine.join();
