@@ -158,6 +158,11 @@ pub struct PipelineArgs {
     /// Fully qualified Protobuf message type in --proto-descriptor.
     #[arg(long)]
     pub proto_message: Option<String>,
+    /// With --sink sqlite: a statement run for every record instead of the default table,
+    /// inline or a file; named parameters :topic :partition :offset :key :value :timestamp
+    /// and each top-level field of a JSON value (:customer, :amount).
+    #[arg(long)]
+    pub sql: Option<String>,
     /// Simulated work per record, e.g. 2ms (for demos and tests).
     #[arg(long)]
     pub handler_delay: Option<String>,

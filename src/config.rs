@@ -34,6 +34,7 @@ pub struct FileConfig {
     pub reader_schema: Option<PathBuf>,
     pub proto_descriptor: Option<PathBuf>,
     pub proto_message: Option<String>,
+    pub sql: Option<String>,
     pub retry_max: Option<u32>,
     pub retry_backoff: Option<String>,
     pub ordering: Option<String>,
@@ -79,8 +80,8 @@ fn duration(name: &str, v: Option<String>, default: Duration) -> Result<Duration
     }
 }
 
-/// The pipeline options, CLI over file.
-pub fn pipeline(args: &PipelineArgs, file: &FileConfig) -> Result<PipelineConfig> {
+/// The pipeline options, CLI over file. `group` is the consumer group it serves.
+pub fn pipeline(args: &PipelineArgs, file: &FileConfig, group: &str) -> Result<PipelineConfig> {
     let parse_format = |s: &str| s.parse::<Format>().map_err(|e| anyhow!(e));
     let mut topic_formats = std::collections::HashMap::new();
     for (topic, f) in &file.formats {
@@ -102,6 +103,14 @@ pub fn pipeline(args: &PipelineArgs, file: &FileConfig) -> Result<PipelineConfig
             Some(s) => s.parse().map_err(|e: String| anyhow!(e))?,
             None => SinkSpec::Null,
         },
+        sql: match args.sql.clone().or(file.sql.clone()) {
+            // A path to a file, or the statement itself.
+            Some(s) if std::path::Path::new(&s).is_file() => {
+                Some(std::fs::read_to_string(&s).map_err(|e| anyhow!("cannot read the --sql file {s}: {e}"))?)
+            }
+            other => other,
+        },
+        group: group.to_string(),
         delay: duration("handler-delay", args.handler_delay.clone().or(file.handler_delay.clone()), Duration::ZERO)?,
     })
 }
@@ -111,11 +120,11 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
-    let pipeline = pipeline(&args.pipeline, &file)?;
-    let brokers = args.brokers.clone().or(file.brokers).ok_or_else(|| {
+    let brokers = args.brokers.clone().or(file.brokers.clone()).ok_or_else(|| {
         anyhow!("no brokers given: pass -b HOST:PORT, set KDECK_BROKERS, or put `brokers` in the config file")
     })?;
-    let group = args.group.clone().or(file.group).unwrap_or_else(|| "kdeck".to_string());
+    let group = args.group.clone().or(file.group.clone()).unwrap_or_else(|| "kdeck".to_string());
+    let pipeline = pipeline(&args.pipeline, &file, &group)?;
     let topics: Vec<String> = if args.topics.is_empty() { file.topics.unwrap_or_default() } else { args.topics.clone() };
     let topics: Vec<String> = topics.into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
     let pattern = args.pattern.clone().or(file.pattern);

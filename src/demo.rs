@@ -58,8 +58,8 @@ impl Handler for DemoHandler {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), Failure> {
-        self.inner.flush()
+    fn flush(&mut self, progress: Option<&crate::engine::handler::Progress>) -> Result<(), Failure> {
+        self.inner.flush(progress)
     }
 }
 

@@ -24,8 +24,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = config::resolve(&args)?;
             let (_guard, log) = logging::init(cfg.log_file.as_deref())?;
             eprintln!("kdeck: logging to {}", log.display());
-            let handlers = Pipeline::new(&cfg.pipeline).map_err(anyhow::Error::msg)?.factory();
-            let engine = engine::start(cfg.engine, handlers)?;
+            let pipeline = Pipeline::new(&cfg.pipeline).map_err(anyhow::Error::msg)?;
+            let mut engine_cfg = cfg.engine;
+            engine_cfg.exactly_once = pipeline.exactly_once();
+            let engine = engine::start(engine_cfg, pipeline.factory())?;
             on_signals_shut_down(engine.shutdown_flag())?;
             if args.output.headless || !tui::available() {
                 headless::run(engine, args.output.json, None)

@@ -20,6 +20,9 @@ pub enum CommitStrategy {
     Interval(Duration),
     /// Commit what was received before it is processed: a crash loses it, never repeats it.
     AtMostOnce,
+    /// Exactly once: the sink stores each batch and its partition's next offset in one
+    /// transaction and partitions start from there; Kafka offsets follow as with batch.
+    Eos,
 }
 
 impl Default for CommitStrategy {
@@ -48,6 +51,8 @@ impl CommitStrategy {
                 (finished_since_commit >= n || since_last_commit >= BATCH_INTERVAL_CAP).then_some(CommitMode::Async)
             }
             CommitStrategy::Interval(d) => (since_last_commit >= d).then_some(CommitMode::Async),
+            // The sink's own offsets are the truth; Kafka's only show progress to lag tools.
+            CommitStrategy::Eos => (since_last_commit >= BATCH_INTERVAL_CAP).then_some(CommitMode::Async),
             // Received records are committed before dispatch; the watermark of finished
             // work is never behind what is committed, so there is nothing left to do.
             CommitStrategy::AtMostOnce => None,
@@ -62,6 +67,7 @@ impl fmt::Display for CommitStrategy {
             CommitStrategy::Batch(n) => write!(f, "batch:{n}"),
             CommitStrategy::Interval(d) => write!(f, "interval:{}", humantime::format_duration(*d)),
             CommitStrategy::AtMostOnce => write!(f, "at-most-once"),
+            CommitStrategy::Eos => write!(f, "eos"),
         }
     }
 }
@@ -70,7 +76,7 @@ impl FromStr for CommitStrategy {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let usage = "expected per-message, batch:N, interval:DURATION (e.g. interval:5s) or at-most-once";
+        let usage = "expected per-message, batch:N, interval:DURATION (e.g. interval:5s), at-most-once or eos";
         let (name, arg) = match s.split_once(':') {
             Some((n, a)) => (n.trim(), Some(a.trim())),
             None => (s.trim(), None),
@@ -78,6 +84,7 @@ impl FromStr for CommitStrategy {
         match (name, arg) {
             ("per-message", None) => Ok(CommitStrategy::PerMessage),
             ("at-most-once", None) => Ok(CommitStrategy::AtMostOnce),
+            ("eos", None) => Ok(CommitStrategy::Eos),
             ("batch", Some(n)) => match n.parse::<u64>() {
                 Ok(n) if n > 0 => Ok(CommitStrategy::Batch(n)),
                 _ => Err(format!("commit strategy `{s}`: the batch size must be a whole number above 0")),
@@ -97,7 +104,7 @@ mod tests {
 
     #[test]
     fn strategies_round_trip_through_their_spelling() {
-        for s in ["per-message", "batch:1000", "interval:5s", "at-most-once"] {
+        for s in ["per-message", "batch:1000", "interval:5s", "at-most-once", "eos"] {
             assert_eq!(s.parse::<CommitStrategy>().unwrap().to_string(), s);
         }
     }

@@ -8,9 +8,11 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
 use rdkafka::error::KafkaError;
-use rdkafka::TopicPartitionList;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::core::Core;
+use super::sink::ExactlyOnce;
 use super::stats::Stats;
 use super::Tp;
 
@@ -18,6 +20,8 @@ pub type KConsumer = BaseConsumer<EngineContext>;
 
 pub struct EngineContext {
     pub core: Arc<Mutex<Core>>,
+    /// Where an exactly-once sink keeps its offsets: partitions start there.
+    pub exactly_once: Option<Arc<ExactlyOnce>>,
 }
 
 impl ClientContext for EngineContext {
@@ -45,6 +49,50 @@ impl ClientContext for EngineContext {
 }
 
 impl ConsumerContext for EngineContext {
+    /// As rust-rdkafka's default, but under exactly-once each assigned partition is
+    /// given its start offset from the sink's store *in the assignment itself*:
+    /// seeking after assign races the committed-offset fetch (librdkafka #3959).
+    fn rebalance(&self, consumer: &KConsumer, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(tpl),
+            _ => Rebalance::Error(KafkaError::Rebalance(err.into())),
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let mut assigned = tpl.clone();
+        let outcome = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let tpl = &mut assigned;
+                if let Some(eos) = self.exactly_once.as_ref().filter(|e| e.enabled()) {
+                    for (topic, partition) in tps(&tpl) {
+                        match eos.next_offset(&topic, partition) {
+                            Ok(Some(o)) => {
+                                let _ = tpl.set_partition_offset(&topic, partition, Offset::Offset(o));
+                            }
+                            Ok(None) => {} // never stored: the group's committed offset
+                            Err(e) => self.core.lock().unwrap().record_error("commit", e),
+                        }
+                    }
+                }
+                if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) }
+            }
+            _ if cooperative => consumer.incremental_unassign(tpl),
+            _ => consumer.unassign(),
+        };
+        if let Err(e) = outcome {
+            self.core.lock().unwrap().record_error("rebalance", format!("assignment change failed: {e}"));
+        }
+        // Post-rebalance sees the start offsets that were set, so the engine knows
+        // everything below them is done.
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(&assigned),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(tpl),
+            _ => Rebalance::Error(KafkaError::Rebalance(err.into())),
+        };
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     fn pre_rebalance(&self, consumer: &KConsumer, rebalance: &Rebalance<'_>) {
         let mut core = self.core.lock().unwrap();
         match rebalance {
@@ -66,7 +114,12 @@ impl ConsumerContext for EngineContext {
                 RebalanceProtocol::None => "none",
             }
             .to_string();
-            self.core.lock().unwrap().assign(consumer, tps(tpl), protocol, member_id(consumer));
+            let starts: Vec<(Tp, Option<i64>)> = tpl
+                .elements()
+                .iter()
+                .map(|e| ((e.topic().to_string(), e.partition()), if let Offset::Offset(o) = e.offset() { Some(o) } else { None }))
+                .collect();
+            self.core.lock().unwrap().assign(consumer, starts, protocol, member_id(consumer));
         }
     }
 }

@@ -89,6 +89,7 @@ pub struct Core {
     handlers: HandlerFactory,
     retry: RetryPolicy,
     dlq: Arc<DeadLetterQueue>,
+    exactly_once: Option<Arc<crate::engine::sink::ExactlyOnce>>,
     audit: Arc<Audit>,
     retry_queue: BTreeMap<(Tp, i64), RetryView>,
     dead_letters: VecDeque<DeadLetterView>,
@@ -136,6 +137,7 @@ impl Core {
         stop_at_end: bool,
         retry: RetryPolicy,
         dlq: Arc<DeadLetterQueue>,
+        exactly_once: Option<Arc<crate::engine::sink::ExactlyOnce>>,
     ) -> Core {
         let audit = dlq.audit().clone();
         let (notices_tx, notices_rx) = crossbeam_channel::unbounded();
@@ -153,6 +155,7 @@ impl Core {
             handlers,
             retry,
             dlq,
+            exactly_once,
             audit,
             retry_queue: BTreeMap::new(),
             dead_letters: VecDeque::new(),
@@ -189,19 +192,26 @@ impl Core {
 
     // ---- rebalances -------------------------------------------------------
 
-    pub fn assign(&mut self, consumer: &KConsumer, tps: Vec<Tp>, protocol: String, member_id: String) {
+    /// `starts` holds a start offset where the assignment set one (exactly-once):
+    /// everything below it is done.
+    pub fn assign(&mut self, consumer: &KConsumer, starts: Vec<(Tp, Option<i64>)>, protocol: String, member_id: String) {
         self.member_id = member_id;
-        for tp in &tps {
+        let tps: Vec<Tp> = starts.iter().map(|(tp, _)| tp.clone()).collect();
+        for (tp, start) in &starts {
             if self.parts.contains_key(tp) {
                 continue;
             }
             let handler = (self.handlers)(&tp.0, tp.1);
             let worker =
                 Worker::spawn(tp.clone(), handler, self.queue_capacity, self.events_tx.clone(), self.retry, self.dlq.clone());
+            let mut tracker = OffsetTracker::default();
+            if let Some(o) = start {
+                tracker.start_at(*o);
+            }
             self.parts.insert(
                 tp.clone(),
                 Part {
-                    tracker: OffsetTracker::default(),
+                    tracker,
                     worker,
                     stash: VecDeque::new(),
                     position: None,
@@ -431,7 +441,11 @@ impl Core {
             // them only delays the newest; the next one carries the latest watermark.
             return;
         }
-        if let Some(mode) = self.strategy.due(self.finished_since_commit, self.last_commit.elapsed()) {
+        // Progress can also come from a start offset kept outside Kafka (exactly-once)
+        // with nothing finished here since.
+        let ahead = self.parts.values().filter(|p| p.tracker.watermark().is_some_and(|w| p.committed.is_none_or(|c| w > c))).count();
+        let work = self.finished_since_commit.max(ahead as u64);
+        if let Some(mode) = self.strategy.due(work, self.last_commit.elapsed()) {
             self.commit(consumer, mode, None);
         }
     }
@@ -616,9 +630,9 @@ impl Core {
     }
 
     /// The engine itself holds every partition while shutdown, or a change to
-    /// at-most-once, waits for in-flight records.
+    /// at-most-once or eos, waits for in-flight records.
     fn engine_hold(&self) -> bool {
-        self.draining || self.pending_strategy == Some(CommitStrategy::AtMostOnce)
+        self.draining || self.pending_strategy.is_some_and(drains)
     }
 
     // ---- commit strategy --------------------------------------------------
@@ -632,6 +646,19 @@ impl Core {
         if strategy == self.strategy && self.pending_strategy.is_none() {
             return;
         }
+        if strategy == CommitStrategy::Eos {
+            let refusal = if self.exactly_once.is_none() {
+                Some("the sink cannot store offsets with its writes (only sqlite:PATH can)")
+            } else if self.retry.ordering == super::worker::RetryOrdering::Key {
+                Some("exactly-once needs --ordering partition")
+            } else {
+                None
+            };
+            if let Some(why) = refusal {
+                self.record_error("commit", format!("commit strategy eos refused: {why}"));
+                return;
+            }
+        }
         tracing::info!("commit strategy change requested: {} -> {strategy}", self.strategy);
         self.audit.note(
             "action",
@@ -639,7 +666,7 @@ impl Core {
             &json!({"action": "set_commit_strategy", "from": self.strategy.to_string(), "to": strategy.to_string()}),
         );
         self.pending_strategy = Some(strategy);
-        if strategy == CommitStrategy::AtMostOnce {
+        if drains(strategy) {
             self.sync_pauses(consumer);
         }
         self.maybe_finish_strategy_switch(consumer);
@@ -648,10 +675,17 @@ impl Core {
 
     pub fn maybe_finish_strategy_switch(&mut self, consumer: &KConsumer) {
         let Some(next) = self.pending_strategy else { return };
-        if next == CommitStrategy::AtMostOnce && self.in_flight() > 0 {
+        if drains(next) && self.in_flight() > 0 {
             return;
         }
         self.commit(consumer, CommitMode::Sync, None);
+        if let Some(eos) = &self.exactly_once {
+            // Into eos: from the next batch on, offsets are stored with the writes.
+            // Out of it: the stored offsets are forgotten; Kafka's are the truth again.
+            if let Err(e) = eos.set_enabled(next == CommitStrategy::Eos) {
+                self.record_error("commit", e);
+            }
+        }
         tracing::info!("commit strategy now {next} (was {})", self.strategy);
         self.strategy = next;
         self.pending_strategy = None;
@@ -908,6 +942,12 @@ impl Core {
             logs: crate::logging::recent(100),
         }
     }
+}
+
+/// Strategies whose promise differs for records already received: switching to
+/// them waits until those have finished under the old one.
+fn drains(s: CommitStrategy) -> bool {
+    matches!(s, CommitStrategy::AtMostOnce | CommitStrategy::Eos)
 }
 
 pub fn tp_name(tp: &Tp) -> String {

@@ -73,14 +73,24 @@ impl fmt::Display for Failure {
     }
 }
 
+/// How far a partition's processing has got: everything below `next_offset` finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub next_offset: i64,
+}
+
 /// Handles the records of one partition, in order, on that partition's worker thread.
 pub trait Handler: Send {
     /// Processes one record.
     fn handle(&mut self, record: &OwnedMessage) -> Result<(), Failure>;
 
     /// Makes the records handled so far durable. Records are reported finished
-    /// (and so become committable) only after this returns Ok.
-    fn flush(&mut self) -> Result<(), Failure> {
+    /// (and so become committable) only after this returns Ok. `progress` says how
+    /// far the partition got, so an exactly-once sink can store it in the same
+    /// transaction; it is None for work outside the stream (replays).
+    fn flush(&mut self, _progress: Option<&Progress>) -> Result<(), Failure> {
         Ok(())
     }
 }

@@ -78,6 +78,8 @@ pub struct EngineConfig {
     /// How long a dead-letter write may take before it counts as failed.
     pub dlq_timeout: Duration,
     pub audit_path: PathBuf,
+    /// The sink's exactly-once offset store, when it has one (`--commit eos` needs it).
+    pub exactly_once: Option<Arc<sink::ExactlyOnce>>,
 }
 
 impl EngineConfig {
@@ -98,6 +100,7 @@ impl EngineConfig {
             dlq_topic: None,
             dlq_timeout: Duration::from_secs(10),
             audit_path: audit::default_path(),
+            exactly_once: None,
         }
     }
 
@@ -208,6 +211,15 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
         assignor,
         sink: config.sink_label.clone(),
     };
+    if config.commit == CommitStrategy::Eos {
+        let eos = config.exactly_once.as_ref().ok_or_else(|| {
+            anyhow!("--commit eos needs a sink that stores offsets with its writes; use --sink sqlite:PATH")
+        })?;
+        if config.retry.ordering == RetryOrdering::Key {
+            return Err(anyhow!("--commit eos needs --ordering partition: a partition's offset can only advance in order"));
+        }
+        eos.set_enabled(true).map_err(|e| anyhow!(e))?;
+    }
     let audit = Arc::new(audit::Audit::open(&config.audit_path).map_err(|e| anyhow!(e))?);
     let producer = dlq::Producer::new(&config.brokers, &config.properties, config.dlq_timeout).map_err(|e| anyhow!(e))?;
     let dlq = Arc::new(dlq::DeadLetterQueue::new(producer, config.dlq_topic.clone(), &config.group, audit));
@@ -220,6 +232,7 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
         config.stop_at_end,
         config.retry,
         dlq,
+        config.exactly_once.clone(),
     )));
 
     let mut cc = ClientConfig::new();
@@ -239,7 +252,7 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
         cc.set(k, v);
     }
     let consumer: KConsumer = cc
-        .create_with_context(EngineContext { core: core.clone() })
+        .create_with_context(EngineContext { core: core.clone(), exactly_once: config.exactly_once.clone() })
         .map_err(|e| anyhow!("{}", describe_client_error(e)))?;
 
     check_cluster(&consumer, &config)?;

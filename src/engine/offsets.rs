@@ -31,6 +31,14 @@ impl OffsetTracker {
         self.unfinished += 1;
     }
 
+    /// Declares everything below `offset` done before any record arrives (a start
+    /// offset kept outside Kafka).
+    pub fn start_at(&mut self, offset: i64) {
+        if self.pending.is_empty() && self.watermark.is_none() {
+            self.watermark = Some(offset);
+        }
+    }
+
     /// Marks a received record finished and advances the watermark over the finished prefix.
     /// Returns false when the offset was never received (ignored).
     pub fn finished(&mut self, offset: i64) -> bool {

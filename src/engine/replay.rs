@@ -109,7 +109,7 @@ pub fn replay(
     let outcome = match mode {
         ReplayMode::Reprocess => {
             let mut handler = handlers(r.topic(), r.partition());
-            handler.handle(r).and_then(|()| handler.flush()).map(|()| "reprocessed through the pipeline".to_string()).map_err(|f| f.to_string())
+            handler.handle(r).and_then(|()| handler.flush(None)).map(|()| "reprocessed through the pipeline".to_string()).map_err(|f| f.to_string())
         }
         ReplayMode::Republish => {
             let headers = r.headers().cloned().unwrap_or_default();

@@ -14,7 +14,7 @@ use rand::Rng;
 use rdkafka::message::{Message, OwnedMessage};
 
 use super::dlq::DeadLetterQueue;
-use super::handler::{Failure, Handler, Stage};
+use super::handler::{Failure, Handler, Progress, Stage};
 use super::Tp;
 
 /// What workers tell the poll thread.
@@ -419,8 +419,11 @@ impl State {
         if self.done.is_empty() {
             return true;
         }
+        // Under partition ordering everything up to the last finished record finished.
+        let next_offset = self.done.iter().max().map_or(0, |o| o + 1);
+        let progress = Progress { topic: &self.tp.0, partition: self.tp.1, next_offset };
         let mut backoff = Duration::from_millis(50);
-        while let Err(failure) = self.handler.flush() {
+        while let Err(failure) = self.handler.flush(Some(&progress)) {
             let failure = Failure { stage: Stage::Sink, ..failure };
             self.emit(WorkerEvent::Failed { tp: self.tp.clone(), offset: self.done[0], failure });
             if !self.sleep(backoff) {

@@ -12,7 +12,7 @@ use rdkafka::message::{Message, OwnedMessage};
 
 pub use self::decode::{Decoder, Format};
 use self::registry::Registry;
-use super::handler::{Failure, Handler, HandlerFactory, Stage};
+use super::handler::{Failure, Handler, HandlerFactory, Progress, Stage};
 use super::sink::{Sink, SinkFactory, SinkSpec};
 
 #[derive(Debug, Clone)]
@@ -28,6 +28,10 @@ pub struct PipelineConfig {
     pub proto_descriptor: Option<PathBuf>,
     pub proto_message: Option<String>,
     pub sink: SinkSpec,
+    /// The SQLite sink's statement per record (`--sql`).
+    pub sql: Option<String>,
+    /// The consumer group (an exactly-once sink stores its offsets under it).
+    pub group: String,
     /// Simulated work per record (demos and tests).
     pub delay: Duration,
 }
@@ -44,6 +48,8 @@ impl Default for PipelineConfig {
             proto_descriptor: None,
             proto_message: None,
             sink: SinkSpec::Null,
+            sql: None,
+            group: String::new(),
             delay: Duration::ZERO,
         }
     }
@@ -98,16 +104,21 @@ impl Pipeline {
             default_format: cfg.format,
             decoder,
             validator,
-            sinks: SinkFactory::new(&cfg.sink)?,
+            sinks: SinkFactory::new(&cfg.sink, cfg.sql.clone(), &cfg.group)?,
             delay: cfg.delay,
         }))
     }
 
     pub fn factory(self: &Arc<Self>) -> HandlerFactory {
         let p = self.clone();
-        Arc::new(move |_topic: &str, _partition: i32| -> Box<dyn Handler> {
-            Box::new(PipelineHandler { sink: p.sinks.open(), pipeline: p.clone() })
+        Arc::new(move |topic: &str, partition: i32| -> Box<dyn Handler> {
+            Box::new(PipelineHandler { sink: p.sinks.open(topic, partition), pipeline: p.clone() })
         })
+    }
+
+    /// Present when the sink can honour `--commit eos`.
+    pub fn exactly_once(&self) -> Option<Arc<super::sink::ExactlyOnce>> {
+        self.sinks.exactly_once()
     }
 
     fn format(&self, topic: &str) -> Format {
@@ -137,8 +148,8 @@ impl Handler for PipelineHandler {
         self.sink.write(record, &decoded.value)
     }
 
-    fn flush(&mut self) -> Result<(), Failure> {
-        self.sink.flush()
+    fn flush(&mut self, progress: Option<&Progress>) -> Result<(), Failure> {
+        self.sink.flush(progress)
     }
 }
 

@@ -9,7 +9,7 @@ use rdkafka::message::OwnedMessage;
 use serde_json::Value;
 
 use super::{record_json, Sink};
-use crate::engine::handler::{Failure, Stage};
+use crate::engine::handler::{Failure, Progress, Stage};
 
 #[derive(Clone)]
 pub struct SharedFile {
@@ -42,7 +42,7 @@ impl Sink for SharedFile {
             .map_err(|e| Failure::retryable(Stage::Sink, format!("sink write failed: {e}")))
     }
 
-    fn flush(&mut self) -> Result<(), Failure> {
+    fn flush(&mut self, _: Option<&Progress>) -> Result<(), Failure> {
         self.file.lock().unwrap().flush().map_err(|e| Failure::retryable(Stage::Sink, format!("sink flush failed: {e}")))
     }
 }

@@ -10,13 +10,13 @@ use base64::Engine as _;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use serde_json::Value;
 
-use super::handler::Failure;
+use super::handler::{Failure, Progress};
 
 /// Receives each decoded, validated record of one partition.
 pub trait Sink: Send {
     fn write(&mut self, record: &OwnedMessage, value: &Value) -> Result<(), Failure>;
     /// Makes what was written durable (a transaction commit, a file flush).
-    fn flush(&mut self) -> Result<(), Failure> {
+    fn flush(&mut self, _progress: Option<&Progress>) -> Result<(), Failure> {
         Ok(())
     }
 }
@@ -67,35 +67,47 @@ pub struct SinkFactory {
 enum FactoryKind {
     Null,
     Jsonl(jsonl::SharedFile),
-    Sqlite(PathBuf),
+    Sqlite(sqlite::SqliteTarget),
     Exec(exec::SharedChild),
 }
+
+pub use sqlite::ExactlyOnce;
 
 impl SinkFactory {
     /// Checks the sink can be used at all (file writable, database opens, command starts),
     /// so a mistake ends the program at start with one sentence.
-    pub fn new(spec: &SinkSpec) -> Result<SinkFactory, String> {
+    /// `sql` is the user's statement for a SQLite sink; `group` names the consumer
+    /// group whose offsets an exactly-once sink stores.
+    pub fn new(spec: &SinkSpec, sql: Option<String>, group: &str) -> Result<SinkFactory, String> {
+        if sql.is_some() && !matches!(spec, SinkSpec::Sqlite(_)) {
+            return Err("--sql needs --sink sqlite:PATH".into());
+        }
         let kind = match spec {
             SinkSpec::Null => FactoryKind::Null,
             SinkSpec::Jsonl(p) => FactoryKind::Jsonl(jsonl::SharedFile::open(p)?),
-            SinkSpec::Sqlite(p) => {
-                sqlite::SqliteSink::open(p)?;
-                FactoryKind::Sqlite(p.clone())
-            }
+            SinkSpec::Sqlite(p) => FactoryKind::Sqlite(sqlite::SqliteTarget::new(p, sql, group)?),
             SinkSpec::Exec(c) => FactoryKind::Exec(exec::SharedChild::start(c)?),
         };
         Ok(SinkFactory { kind })
     }
 
-    pub fn open(&self) -> Box<dyn Sink> {
+    pub fn open(&self, topic: &str, partition: i32) -> Box<dyn Sink> {
         match &self.kind {
             FactoryKind::Null => Box::new(NullSink),
             FactoryKind::Jsonl(f) => Box::new(f.clone()),
-            FactoryKind::Sqlite(p) => match sqlite::SqliteSink::open(p) {
+            FactoryKind::Sqlite(t) => match t.open(topic, partition) {
                 Ok(s) => Box::new(s),
                 Err(e) => Box::new(BrokenSink(e)),
             },
             FactoryKind::Exec(c) => Box::new(c.clone()),
+        }
+    }
+
+    /// The exactly-once store, for sinks that can honour `--commit eos`.
+    pub fn exactly_once(&self) -> Option<std::sync::Arc<ExactlyOnce>> {
+        match &self.kind {
+            FactoryKind::Sqlite(t) => Some(t.eos.clone()),
+            _ => None,
         }
     }
 }

@@ -1,34 +1,126 @@
-//! `sqlite:PATH`: a table per topic, primary key (topic, partition, offset), so
-//! writing a record twice is harmless. Each worker has its own connection and
+//! `sqlite:PATH`: by default a table per topic, primary key (topic, partition,
+//! offset), so writing a record twice is harmless; or, with `--sql`, the user's
+//! own statement for every record (upserts, aggregates), with named
+//! parameters bound from the record. Each worker has its own connection and
 //! writes its batch in one transaction, committed at flush.
+//!
+//! Exactly-once (`--commit eos`): the next offset of the partition is written
+//! in the same transaction (table `kdeck_offsets`), as a compare-and-set on the
+//! value this worker started from, so a consumer that lost its partition can
+//! never write again; partitions start from the stored offsets.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::message::{Message, OwnedMessage};
-use rusqlite::{params, Connection};
+use rusqlite::types::Value as Sql;
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::{headers_json, lossy, Sink};
-use crate::engine::handler::{Failure, Stage};
+use crate::engine::handler::{Failure, Progress, Stage};
+
+const OFFSETS_TABLE: &str = "CREATE TABLE IF NOT EXISTS kdeck_offsets (
+    group_id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+    PRIMARY KEY (group_id, topic, partition))";
+
+fn open(path: &Path) -> Result<Connection, String> {
+    let fail = |e: rusqlite::Error| format!("cannot use the SQLite sink {}: {e}", path.display());
+    let conn = Connection::open(path).map_err(fail)?;
+    conn.busy_timeout(Duration::from_secs(30)).map_err(fail)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(fail)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(fail)?;
+    conn.execute_batch(OFFSETS_TABLE).map_err(fail)?;
+    Ok(conn)
+}
+
+/// The exactly-once switch and offset store of one SQLite sink, shared by its
+/// workers and the engine (which starts partitions from it).
+#[derive(Debug)]
+pub struct ExactlyOnce {
+    path: PathBuf,
+    group: String,
+    enabled: AtomicBool,
+}
+
+impl ExactlyOnce {
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::SeqCst)
+    }
+
+    /// Turning it off forgets the stored offsets, so the group's Kafka offsets
+    /// (which run ahead from then on) are where partitions start again.
+    pub fn set_enabled(&self, on: bool) -> Result<(), String> {
+        if !on && self.enabled() {
+            open(&self.path)?
+                .execute("DELETE FROM kdeck_offsets WHERE group_id = ?1", [&self.group])
+                .map_err(|e| format!("cannot clear the stored offsets: {e}"))?;
+        }
+        self.enabled.store(on, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Where a partition's processing stands in the database, if it was ever recorded.
+    pub fn next_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, String> {
+        stored(&open(&self.path)?, &self.group, topic, partition).map_err(|e| format!("cannot read the stored offsets: {e}"))
+    }
+}
+
+fn stored(conn: &Connection, group: &str, topic: &str, partition: i32) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT next_offset FROM kdeck_offsets WHERE group_id = ?1 AND topic = ?2 AND partition = ?3",
+        params![group, topic, partition],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// What a SQLite sink writes, shared by its partitions.
+pub struct SqliteTarget {
+    pub path: PathBuf,
+    /// The user's statement, run for every record instead of the default table.
+    pub sql: Option<String>,
+    pub eos: Arc<ExactlyOnce>,
+}
+
+impl SqliteTarget {
+    pub fn new(path: &Path, sql: Option<String>, group: &str) -> Result<SqliteTarget, String> {
+        let conn = open(path)?;
+        if let Some(sql) = &sql {
+            conn.prepare(sql).map_err(|e| format!("the --sql statement does not prepare: {e}"))?;
+        }
+        let eos = Arc::new(ExactlyOnce { path: path.to_path_buf(), group: group.to_string(), enabled: AtomicBool::new(false) });
+        Ok(SqliteTarget { path: path.to_path_buf(), sql, eos })
+    }
+
+    pub fn open(&self, topic: &str, partition: i32) -> Result<SqliteSink, String> {
+        let conn = open(&self.path)?;
+        // The compare-and-set starts from what the database held when this worker began.
+        let expected = stored(&conn, &self.eos.group, topic, partition).map_err(|e| e.to_string())?;
+        let eos_seen = self.eos.enabled();
+        Ok(SqliteSink { conn, tables: HashSet::new(), in_tx: false, sql: self.sql.clone(), eos: self.eos.clone(), expected, eos_seen })
+    }
+}
 
 pub struct SqliteSink {
     conn: Connection,
     tables: HashSet<String>,
     in_tx: bool,
+    sql: Option<String>,
+    eos: Arc<ExactlyOnce>,
+    expected: Option<i64>,
+    /// Whether `expected` was read while exactly-once was on (it is re-read when it comes on).
+    eos_seen: bool,
+}
+
+fn sink_err(e: rusqlite::Error) -> Failure {
+    Failure::retryable(Stage::Sink, format!("SQLite: {e}"))
 }
 
 impl SqliteSink {
-    pub fn open(path: &Path) -> Result<SqliteSink, String> {
-        let conn = Connection::open(path).map_err(|e| format!("cannot open the SQLite sink {}: {e}", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(|e| e.to_string())?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| format!("cannot use the SQLite sink {}: {e}", path.display()))?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| e.to_string())?;
-        Ok(SqliteSink { conn, tables: HashSet::new(), in_tx: false })
-    }
-
     fn table(&mut self, topic: &str) -> Result<String, rusqlite::Error> {
         let name = format!("\"{}\"", topic.replace('"', "\"\""));
         if !self.tables.contains(&name) {
@@ -42,19 +134,17 @@ impl SqliteSink {
         }
         Ok(name)
     }
-}
 
-fn sink_err(e: rusqlite::Error) -> Failure {
-    Failure::retryable(Stage::Sink, format!("SQLite: {e}"))
-}
-
-impl Sink for SqliteSink {
-    fn write(&mut self, record: &OwnedMessage, value: &Value) -> Result<(), Failure> {
-        let table = self.table(record.topic()).map_err(sink_err)?;
+    fn begin(&mut self) -> Result<(), Failure> {
         if !self.in_tx {
             self.conn.execute_batch("BEGIN IMMEDIATE").map_err(sink_err)?;
             self.in_tx = true;
         }
+        Ok(())
+    }
+
+    fn default_insert(&mut self, record: &OwnedMessage, value: &Value) -> Result<(), Failure> {
+        let table = self.table(record.topic()).map_err(sink_err)?;
         self.conn
             .prepare_cached(&format!(
                 "INSERT OR IGNORE INTO {table} (topic, partition, offset, key, value, headers, timestamp)
@@ -71,15 +161,151 @@ impl Sink for SqliteSink {
                     record.timestamp().to_millis(),
                 ])
             })
-            .map_err(sink_err)?;
-        Ok(())
+            .map(|_| ())
+            .map_err(sink_err)
     }
 
-    fn flush(&mut self) -> Result<(), Failure> {
+    /// Runs the user's statement with every named parameter bound from the record:
+    /// `:topic :partition :offset :key :value :timestamp`, or a top-level field of
+    /// a JSON object value by its name; anything else binds NULL.
+    fn user_statement(&mut self, sql: &str, record: &OwnedMessage, value: &Value) -> Result<(), Failure> {
+        let mut st = self.conn.prepare_cached(sql).map_err(|e| Failure::retryable(Stage::Handle, format!("--sql: {e}")))?;
+        for i in 1..=st.parameter_count() {
+            let Some(name) = st.parameter_name(i) else { continue };
+            let bound = match &name[1..] {
+                "topic" => Sql::Text(record.topic().to_string()),
+                "partition" => Sql::Integer(record.partition().into()),
+                "offset" => Sql::Integer(record.offset()),
+                "key" => lossy(record.key()).map_or(Sql::Null, Sql::Text),
+                "value" => Sql::Text(value.to_string()),
+                "timestamp" => record.timestamp().to_millis().map_or(Sql::Null, Sql::Integer),
+                field => json_to_sql(value.get(field)),
+            };
+            st.raw_bind_parameter(i, bound).map_err(|e| Failure::retryable(Stage::Handle, format!("--sql: {e}")))?;
+        }
+        st.raw_execute().map(|_| ()).map_err(|e| Failure::retryable(Stage::Handle, format!("--sql failed: {e}")))
+    }
+
+    /// The offset compare-and-set: fails (and so rolls back) when another consumer
+    /// moved the partition on since this worker began.
+    fn advance(&mut self, p: &Progress) -> Result<(), Failure> {
+        let group = self.eos.group.clone();
+        let changed = match self.expected {
+            Some(expected) => self.conn.execute(
+                "UPDATE kdeck_offsets SET next_offset = ?4 WHERE group_id = ?1 AND topic = ?2 AND partition = ?3 AND next_offset = ?5",
+                params![group, p.topic, p.partition, p.next_offset, expected],
+            ),
+            None => self.conn.execute(
+                "INSERT OR IGNORE INTO kdeck_offsets (group_id, topic, partition, next_offset) VALUES (?1, ?2, ?3, ?4)",
+                params![group, p.topic, p.partition, p.next_offset],
+            ),
+        }
+        .map_err(sink_err)?;
+        if changed != 1 {
+            return Err(Failure::retryable(
+                Stage::Sink,
+                format!("fenced: another consumer of group {group} moved {}[{}] on; this one no longer owns it", p.topic, p.partition),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn json_to_sql(v: Option<&Value>) -> Sql {
+    match v {
+        None | Some(Value::Null) => Sql::Null,
+        Some(Value::Bool(b)) => Sql::Integer(*b as i64),
+        Some(Value::Number(n)) => n.as_i64().map(Sql::Integer).unwrap_or_else(|| Sql::Real(n.as_f64().unwrap_or(0.0))),
+        Some(Value::String(s)) => Sql::Text(s.clone()),
+        Some(other) => Sql::Text(other.to_string()),
+    }
+}
+
+impl Sink for SqliteSink {
+    fn write(&mut self, record: &OwnedMessage, value: &Value) -> Result<(), Failure> {
+        self.begin()?;
+        match self.sql.clone() {
+            Some(sql) => self.user_statement(&sql, record, value),
+            None => self.default_insert(record, value),
+        }
+    }
+
+    fn flush(&mut self, progress: Option<&Progress>) -> Result<(), Failure> {
+        let eos = progress.filter(|_| self.eos.enabled());
+        if let Some(p) = eos.filter(|_| !self.eos_seen) {
+            // Exactly-once came on while this worker ran: start from what is stored now.
+            self.expected = stored(&self.conn, &self.eos.group, p.topic, p.partition).map_err(sink_err)?;
+        }
+        self.eos_seen = self.eos.enabled();
+        if let Some(p) = eos {
+            // Even a batch of dead-lettered records only moves the offset, in a transaction of its own.
+            self.begin()?;
+            if let Err(f) = self.advance(p) {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.in_tx = false;
+                return Err(f);
+            }
+        }
         if self.in_tx {
             self.conn.execute_batch("COMMIT").map_err(sink_err)?;
             self.in_tx = false;
         }
+        if let Some(p) = eos {
+            self.expected = Some(p.next_offset);
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Timestamp;
+
+    fn record(offset: i64, value: &str) -> OwnedMessage {
+        OwnedMessage::new(Some(value.as_bytes().to_vec()), Some(b"k".to_vec()), "t".into(), Timestamp::CreateTime(5), 0, offset, None)
+    }
+
+    #[test]
+    fn a_user_statement_binds_record_fields_and_missing_ones_as_null() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.sqlite");
+        Connection::open(&db).unwrap().execute_batch("CREATE TABLE totals (customer TEXT PRIMARY KEY, total REAL, n INTEGER, note TEXT)").unwrap();
+        let sql = "INSERT INTO totals(customer, total, n, note) VALUES(:customer, :amount, 1, :note)
+                   ON CONFLICT(customer) DO UPDATE SET total = total + excluded.total, n = n + 1";
+        let target = SqliteTarget::new(&db, Some(sql.into()), "g").unwrap();
+        let mut sink = target.open("t", 0).unwrap();
+        for (o, amount) in [(0, 2.5), (1, 4.0)] {
+            let v = serde_json::json!({"customer": "c1", "amount": amount});
+            sink.write(&record(o, &v.to_string()), &v).unwrap();
+        }
+        sink.flush(None).unwrap();
+        let row: (f64, i64, Option<String>) =
+            Connection::open(&db).unwrap().query_row("SELECT total, n, note FROM totals", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+        assert_eq!(row, (6.5, 2, None));
+    }
+
+    #[test]
+    fn offsets_are_written_in_the_batch_transaction_and_a_second_owner_is_fenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.sqlite");
+        let target = SqliteTarget::new(&db, None, "g").unwrap();
+        target.eos.set_enabled(true).unwrap();
+        let mut first = target.open("t", 0).unwrap();
+        let mut zombie = target.open("t", 0).unwrap(); // began from the same (empty) state
+        let v = serde_json::json!({});
+        first.write(&record(0, "{}"), &v).unwrap();
+        first.flush(Some(&Progress { topic: "t", partition: 0, next_offset: 1 })).unwrap();
+        assert_eq!(target.eos.next_offset("t", 0).unwrap(), Some(1));
+
+        zombie.write(&record(0, "{}"), &v).unwrap();
+        let e = zombie.flush(Some(&Progress { topic: "t", partition: 0, next_offset: 1 })).unwrap_err();
+        assert!(e.message.contains("fenced"), "{e:?}");
+
+        first.write(&record(1, "{}"), &v).unwrap();
+        first.flush(Some(&Progress { topic: "t", partition: 0, next_offset: 2 })).unwrap();
+        assert_eq!(target.eos.next_offset("t", 0).unwrap(), Some(2));
+        target.eos.set_enabled(false).unwrap();
+        assert_eq!(target.eos.next_offset("t", 0).unwrap(), None, "leaving eos forgets the stored offsets");
     }
 }
