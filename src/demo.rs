@@ -128,7 +128,7 @@ pub fn run(args: &DemoArgs, on_start: impl FnOnce(Arc<AtomicBool>) -> Result<()>
                 flag.store(true, Ordering::SeqCst);
             });
         }
-        crate::tui::run(engine, kdeck_ui::keymap::KeyMap::default())
+        crate::tui::run(engine, kdeck_ui::keymap::KeyMap::default(), crate::tui::strategies(false))
     };
     stop.store(true, Ordering::SeqCst);
     let _ = producer.join();

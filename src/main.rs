@@ -27,12 +27,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let pipeline = Pipeline::new(&cfg.pipeline).map_err(anyhow::Error::msg)?;
             let mut engine_cfg = cfg.engine;
             engine_cfg.exactly_once = pipeline.exactly_once();
+            let strategies = tui::strategies(engine_cfg.exactly_once.is_some());
             let engine = engine::start(engine_cfg, pipeline.factory())?;
             on_signals_shut_down(engine.shutdown_flag())?;
             if args.output.headless || !tui::available() {
                 headless::run(engine, args.output.json, None)
             } else {
-                tui::run(engine, cfg.keymap)
+                tui::run(engine, cfg.keymap, strategies)
             }
         }
         Command::Audit(args) => tools::audit(&args),

@@ -22,12 +22,16 @@ pub fn available() -> bool {
     std::io::stdout().is_terminal()
 }
 
-/// Commit strategies the dashboard offers.
-pub fn strategies() -> Vec<String> {
-    ["per-message", "batch:1000", "batch:100", "interval:1s", "interval:5s", "at-most-once"].map(String::from).to_vec()
+/// Commit strategies the dashboard offers: `eos` only where the sink can honour it.
+pub fn strategies(eos: bool) -> Vec<String> {
+    let mut s: Vec<String> = ["per-message", "batch:1000", "batch:100", "interval:1s", "interval:5s", "at-most-once"].map(String::from).to_vec();
+    if eos {
+        s.push("eos".into());
+    }
+    s
 }
 
-pub fn run(engine: EngineHandle, keymap: KeyMap) -> Result<()> {
+pub fn run(engine: EngineHandle, keymap: KeyMap, strategies: Vec<String>) -> Result<()> {
     // ratatui's hook restores the terminal and reports the panic; a panic on any
     // thread then ends the process, since the screen is no longer ours to draw on.
     // Nothing unfinished was committed, so nothing is lost.
@@ -37,14 +41,14 @@ pub fn run(engine: EngineHandle, keymap: KeyMap) -> Result<()> {
         restore_and_report(info);
         std::process::exit(101);
     }));
-    let outcome = event_loop(&mut terminal, &engine, keymap);
+    let outcome = event_loop(&mut terminal, &engine, keymap, strategies);
     ratatui::restore();
     let joined = engine.join();
     outcome.and(joined)
 }
 
-fn event_loop(terminal: &mut ratatui::DefaultTerminal, engine: &EngineHandle, keymap: KeyMap) -> Result<()> {
-    let mut app = App::new(keymap, strategies());
+fn event_loop(terminal: &mut ratatui::DefaultTerminal, engine: &EngineHandle, keymap: KeyMap, strategies: Vec<String>) -> Result<()> {
+    let mut app = App::new(keymap, strategies);
     let mut snapshots = engine.subscribe();
     let mut snap: Arc<Snapshot> = snapshots.borrow_and_update().clone();
     let mut dirty = true;

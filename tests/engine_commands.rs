@@ -256,3 +256,61 @@ fn the_retry_queue_and_dead_letters_show_in_the_snapshot_and_obey_commands() {
     assert_eq!(attempts(&seen), 3);
     engine.stop().unwrap();
 }
+
+#[test]
+fn switching_into_and_out_of_eos_hands_over_and_eos_is_refused_where_the_sink_cannot() {
+    use kdeck::engine::pipeline::{Format, Pipeline, PipelineConfig};
+    use kdeck::engine::SinkSpec;
+
+    let topic = unique("eos-switch");
+    let group = unique("g-eos-switch");
+    create_topic(&topic, 3);
+    let lines: Vec<String> = (0..6000).map(|i| format!(r#"{{"customer":"c{}","amount":1}}"#, i % 7)).collect();
+    let raw: Vec<_> = lines.iter().enumerate().map(|(i, l)| ((i % 3) as i32, None, Some(l.as_bytes()), vec![])).collect();
+    produce_raw(&topic, &raw);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.sqlite");
+    rusqlite::Connection::open(&db).unwrap().execute_batch("CREATE TABLE totals (customer TEXT PRIMARY KEY, n INTEGER)").unwrap();
+    let pipeline = Pipeline::new(&PipelineConfig {
+        format: Format::Json,
+        sink: SinkSpec::Sqlite(db.clone()),
+        sql: Some("INSERT INTO totals VALUES(:customer, 1) ON CONFLICT(customer) DO UPDATE SET n = n + 1".into()),
+        group: group.clone(),
+        delay: Duration::from_millis(1),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut cfg = config(&group, &topic);
+    cfg.max_queue = 100; // a switch into eos first finishes what is queued
+    cfg.exactly_once = pipeline.exactly_once();
+    cfg.stop_at_end = true;
+    let eos = cfg.exactly_once.clone().unwrap();
+    let engine = engine::start(cfg, pipeline.factory()).unwrap();
+    let applied = || -> i64 {
+        rusqlite::Connection::open(&db).unwrap().query_row("SELECT COALESCE(SUM(n),0) FROM totals", [], |r| r.get(0)).unwrap()
+    };
+    let stored = || (0..3).filter_map(|p| eos.next_offset(&topic, p).unwrap()).count();
+
+    wait_for("progress under batch", Duration::from_secs(60), || applied() >= 500);
+    assert_eq!(stored(), 0, "no offsets stored before eos");
+    engine.send(Command::SetStrategy(CommitStrategy::Eos));
+    wait_snapshot(&engine, "eos", Duration::from_secs(30), |s| s.commit_strategy == "eos");
+    let at_switch = applied();
+    wait_for("offsets stored with the writes", Duration::from_secs(60), || stored() == 3 && applied() > at_switch + 500);
+    engine.send(Command::SetStrategy(CommitStrategy::Batch(100)));
+    wait_snapshot(&engine, "back to batch", Duration::from_secs(30), |s| s.commit_strategy == "batch:100");
+    assert_eq!(stored(), 0, "leaving eos forgets the stored offsets: Kafka's are the truth again");
+    wait_until_finished(engine, Duration::from_secs(120));
+    assert_eq!(applied(), 6000, "every record applied once across both handovers");
+    assert_eq!(committed_offsets(&group, &topic), end_offsets(&topic));
+
+    // A sink that cannot store offsets with its writes: eos is refused, with the reason.
+    let (handlers, _) = recorder(Duration::ZERO);
+    let other = config(&unique("g-eos-refused"), &topic);
+    let engine = engine::start(other, handlers).unwrap();
+    engine.send(Command::SetStrategy(CommitStrategy::Eos));
+    let s = wait_snapshot(&engine, "the refusal", Duration::from_secs(30), |s| s.errors.iter().any(|e| e.message.contains("eos refused")));
+    assert!(s.errors.iter().any(|e| e.message.contains("only sqlite:PATH")));
+    assert_ne!(s.commit_strategy, "eos");
+    engine.stop().unwrap();
+}
