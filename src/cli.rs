@@ -163,6 +163,13 @@ pub struct PipelineArgs {
     /// and each top-level field of a JSON value (:customer, :amount).
     #[arg(long)]
     pub sql: Option<String>,
+    /// With --sink kafka: the output value is a JSON object of these fields (fields:a,b).
+    #[arg(long)]
+    pub transform: Option<String>,
+    /// With --sink kafka and --commit eos: the producer's transactional id
+    /// (default kdeck-<group>-<pid>; two live instances must not share one).
+    #[arg(long)]
+    pub transactional_id: Option<String>,
     /// Simulated work per record, e.g. 2ms (for demos and tests).
     #[arg(long)]
     pub handler_delay: Option<String>,

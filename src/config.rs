@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::cli::{PipelineArgs, RunArgs};
 use crate::engine::pipeline::{Format, PipelineConfig};
+use crate::engine::sink::SinkOptions;
 use crate::engine::{CommitStrategy, EngineConfig, RetryOrdering, RetryPolicy, SinkSpec, Subscription};
 
 /// The config file: the same keys as the `run` options.
@@ -80,8 +81,9 @@ fn duration(name: &str, v: Option<String>, default: Duration) -> Result<Duration
     }
 }
 
-/// The pipeline options, CLI over file. `group` is the consumer group it serves.
-pub fn pipeline(args: &PipelineArgs, file: &FileConfig, group: &str) -> Result<PipelineConfig> {
+/// The pipeline options, CLI over file; `group`, `brokers` and `properties` are
+/// those of the consumer it serves (sinks that write to Kafka use them).
+pub fn pipeline(args: &PipelineArgs, file: &FileConfig, group: &str, brokers: &str, properties: &[(String, String)]) -> Result<PipelineConfig> {
     let parse_format = |s: &str| s.parse::<Format>().map_err(|e| anyhow!(e));
     let mut topic_formats = std::collections::HashMap::new();
     for (topic, f) in &file.formats {
@@ -103,14 +105,20 @@ pub fn pipeline(args: &PipelineArgs, file: &FileConfig, group: &str) -> Result<P
             Some(s) => s.parse().map_err(|e: String| anyhow!(e))?,
             None => SinkSpec::Null,
         },
-        sql: match args.sql.clone().or(file.sql.clone()) {
-            // A path to a file, or the statement itself.
-            Some(s) if std::path::Path::new(&s).is_file() => {
-                Some(std::fs::read_to_string(&s).map_err(|e| anyhow!("cannot read the --sql file {s}: {e}"))?)
-            }
-            other => other,
+        sink_options: SinkOptions {
+            sql: match args.sql.clone().or(file.sql.clone()) {
+                // A path to a file, or the statement itself.
+                Some(s) if std::path::Path::new(&s).is_file() => {
+                    Some(std::fs::read_to_string(&s).map_err(|e| anyhow!("cannot read the --sql file {s}: {e}"))?)
+                }
+                other => other,
+            },
+            group: group.to_string(),
+            brokers: brokers.to_string(),
+            properties: properties.to_vec(),
+            transactional_id: args.transactional_id.clone(),
+            transform: args.transform.clone(),
         },
-        group: group.to_string(),
         delay: duration("handler-delay", args.handler_delay.clone().or(file.handler_delay.clone()), Duration::ZERO)?,
     })
 }
@@ -124,10 +132,9 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
         anyhow!("no brokers given: pass -b HOST:PORT, set KDECK_BROKERS, or put `brokers` in the config file")
     })?;
     let group = args.group.clone().or(file.group.clone()).unwrap_or_else(|| "kdeck".to_string());
-    let pipeline = pipeline(&args.pipeline, &file, &group)?;
-    let topics: Vec<String> = if args.topics.is_empty() { file.topics.unwrap_or_default() } else { args.topics.clone() };
+    let topics: Vec<String> = if args.topics.is_empty() { file.topics.clone().unwrap_or_default() } else { args.topics.clone() };
     let topics: Vec<String> = topics.into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
-    let pattern = args.pattern.clone().or(file.pattern);
+    let pattern = args.pattern.clone().or(file.pattern.clone());
     let subscription = match (topics.is_empty(), pattern) {
         (false, Some(_)) => bail!("give either --topic or --pattern, not both"),
         (false, None) => Subscription::Topics(topics),
@@ -150,7 +157,8 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
         properties.push((k.trim().to_string(), v.to_string()));
     }
 
-    let commit: CommitStrategy = match args.commit.clone().or(file.commit) {
+    let pipeline = pipeline(&args.pipeline, &file, &group, &brokers, &properties)?;
+    let commit: CommitStrategy = match args.commit.clone().or(file.commit.clone()) {
         Some(s) => s.parse().map_err(|e: String| anyhow!(e))?,
         None => CommitStrategy::default(),
     };

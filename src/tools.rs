@@ -83,7 +83,7 @@ pub fn dlq(args: &DlqArgs) -> Result<()> {
             let props = properties(source)?;
             let store = Audit::open(&audit.clone().unwrap_or_else(audit::default_path)).map_err(|e| anyhow!(e))?;
             let producer = Producer::new(&source.brokers, &props, Duration::from_secs(10)).map_err(|e| anyhow!(e))?;
-            let handlers = Pipeline::new(&config::pipeline(pipeline, &FileConfig::default(), "kdeck-replay")?).map_err(|e| anyhow!(e))?.factory();
+            let handlers = Pipeline::new(&config::pipeline(pipeline, &FileConfig::default(), "kdeck-replay", &source.brokers, &props)?).map_err(|e| anyhow!(e))?.factory();
             let records = read(source, filter)?;
             if records.is_empty() {
                 bail!("no record of {} matches the filter", source.dlq);

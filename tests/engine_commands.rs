@@ -274,8 +274,11 @@ fn switching_into_and_out_of_eos_hands_over_and_eos_is_refused_where_the_sink_ca
     let pipeline = Pipeline::new(&PipelineConfig {
         format: Format::Json,
         sink: SinkSpec::Sqlite(db.clone()),
-        sql: Some("INSERT INTO totals VALUES(:customer, 1) ON CONFLICT(customer) DO UPDATE SET n = n + 1".into()),
-        group: group.clone(),
+        sink_options: kdeck::engine::sink::SinkOptions {
+            sql: Some("INSERT INTO totals VALUES(:customer, 1) ON CONFLICT(customer) DO UPDATE SET n = n + 1".into()),
+            group: group.clone(),
+            ..Default::default()
+        },
         delay: Duration::from_millis(1),
         ..Default::default()
     })
@@ -310,7 +313,7 @@ fn switching_into_and_out_of_eos_hands_over_and_eos_is_refused_where_the_sink_ca
     let engine = engine::start(other, handlers).unwrap();
     engine.send(Command::SetStrategy(CommitStrategy::Eos));
     let s = wait_snapshot(&engine, "the refusal", Duration::from_secs(30), |s| s.errors.iter().any(|e| e.message.contains("eos refused")));
-    assert!(s.errors.iter().any(|e| e.message.contains("only sqlite:PATH")));
+    assert!(s.errors.iter().any(|e| e.message.contains("only sqlite:PATH and kafka:TOPIC")));
     assert_ne!(s.commit_strategy, "eos");
     engine.stop().unwrap();
 }

@@ -49,17 +49,26 @@ struct Run {
     db: PathBuf,
     dir: PathBuf,
     commit: &'static str,
+    /// `--sink …` and whatever else the sink needs.
+    sink: Vec<String>,
 }
 
 impl Run {
     /// One instance; `id` is its static group membership, so a restarted instance
     /// takes its place at once instead of waiting for the dead one's session to end.
     fn spawn(&self, id: &str) -> Child {
-        kdeck()
+        self.spawn_with_env(id, &[])
+    }
+
+    fn spawn_with_env(&self, id: &str, env: &[(&str, &str)]) -> Child {
+        let mut cmd = kdeck();
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
             .args(["run", "--headless", "--stop-at-end", "-b", &brokers(), "-G", &self.group, "-t", &self.topic])
-            .args(["--format", "json", "--commit", self.commit, "--sql", UPSERT])
-            .arg("--sink")
-            .arg(format!("sqlite:{}", self.db.display()))
+            .args(["--format", "json", "--commit", self.commit])
+            .args(&self.sink)
             .args(["-X", &format!("group.instance.id={id}"), "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"])
             .args(["-X", "partition.assignment.strategy=range"])
             .arg("--audit")
@@ -70,6 +79,48 @@ impl Run {
             .stderr(Stdio::null())
             .spawn()
             .unwrap()
+    }
+
+    /// Progress: the group's committed offsets, summed (one client, reused: the
+    /// loops below ask often).
+    fn committed(&self) -> i64 {
+        self.offsets().values().filter(|o| **o > 0).sum()
+    }
+
+    fn offsets(&self) -> BTreeMap<i32, i64> {
+        use rdkafka::consumer::Consumer;
+        thread_local! {
+            static CLIENT: std::cell::RefCell<Option<(String, rdkafka::consumer::BaseConsumer)>> = const { std::cell::RefCell::new(None) };
+        }
+        CLIENT.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.as_ref().is_none_or(|(g, _)| *g != self.group) {
+                let consumer = rdkafka::config::ClientConfig::new()
+                    .set("bootstrap.servers", brokers())
+                    .set("group.id", &self.group)
+                    .create()
+                    .unwrap();
+                *c = Some((self.group.clone(), consumer));
+            }
+            let (_, consumer) = c.as_ref().unwrap();
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            for p in 0..6 {
+                tpl.add_partition(&self.topic, p);
+            }
+            consumer
+                .committed_offsets(tpl, Duration::from_secs(10))
+                .map(|t| {
+                    t.elements()
+                        .iter()
+                        .map(|e| (e.partition(), if let rdkafka::Offset::Offset(o) = e.offset() { o } else { -1 }))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    }
+
+    fn at_end(&self, ends: &BTreeMap<i32, i64>) -> bool {
+        self.offsets() == *ends
     }
 
     /// Records applied so far (the sum of the counts).
@@ -93,8 +144,8 @@ impl Run {
         let mut a = self.spawn("a");
         let mut b: Option<Child> = None;
         for round in 0..kills {
-            let target = self.applied() + rng.random_range(1_000..12_000);
-            let progressed = wait_until(Duration::from_secs(60), || self.applied() >= target || a.try_wait().unwrap().is_some());
+            let target = self.committed() + rng.random_range(1_000..12_000);
+            let progressed = wait_until(Duration::from_secs(60), || self.committed() >= target || a.try_wait().unwrap().is_some());
             assert!(progressed, "no progress in round {round}");
             if round == 3 {
                 b = Some(self.spawn("b")); // joins mid-stream: the group rebalances
@@ -110,18 +161,21 @@ impl Run {
             a = self.spawn("a");
         }
         // To the end: the dead instance's partitions return after its session times out.
+        let ends = end_offsets(&self.topic);
         let finished = wait_until(Duration::from_secs(120), || {
-            if a.try_wait().unwrap().is_some() && self.applied() < RECORDS as i64 {
+            let exited = a.try_wait().unwrap().is_some();
+            if exited && !self.at_end(&ends) {
                 a = self.spawn("a");
+                return false;
             }
-            a.try_wait().unwrap().is_some() && self.applied() >= RECORDS as i64
+            exited
         });
         if let Some(mut b) = b {
             let _ = b.kill();
             let _ = b.wait();
         }
         let _ = a.kill();
-        assert!(finished, "did not get to the end: {} of {RECORDS} applied", self.applied());
+        assert!(finished, "did not get to the end: committed {} of {RECORDS}", self.committed());
     }
 }
 
@@ -131,7 +185,7 @@ fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if cond() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(100));
     }
     false
 }
@@ -145,7 +199,102 @@ fn setup(name: &str, commit: &'static str, dir: &Path) -> (Run, BTreeMap<String,
         .unwrap()
         .execute_batch("CREATE TABLE totals (customer TEXT PRIMARY KEY, total INTEGER NOT NULL, n INTEGER NOT NULL)")
         .unwrap();
-    (Run { group: unique(&format!("g-{name}")), topic, db, dir: dir.to_path_buf(), commit }, expected)
+    let sink = vec!["--sink".into(), format!("sqlite:{}", db.display()), "--sql".into(), UPSERT.into()];
+    (Run { group: unique(&format!("g-{name}")), topic, db, dir: dir.to_path_buf(), commit, sink }, expected)
+}
+
+/// A Kafka-to-Kafka run: input of `produce_orders`, an empty output topic.
+fn setup_kafka(name: &str, dir: &Path, extra: &[&str]) -> (Run, String) {
+    let topic = unique(name);
+    let out = format!("{topic}.out");
+    create_topic(&topic, 6);
+    create_topic(&out, 6);
+    produce_orders(&topic);
+    let mut sink = vec!["--sink".to_string(), format!("kafka:{out}")];
+    sink.extend(extra.iter().map(|s| s.to_string()));
+    (Run { group: unique(&format!("g-{name}")), topic, db: dir.join("unused.sqlite"), dir: dir.to_path_buf(), commit: "eos", sink }, out)
+}
+
+/// How often each input record (its `n`) is in the output, as a `read_committed` reader sees it.
+fn output_counts(out: &str, committed: bool) -> (BTreeMap<i64, usize>, usize) {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("g-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", if committed { "read_committed" } else { "read_uncommitted" })
+        .create()
+        .unwrap();
+    c.subscribe(&[out]).unwrap();
+    let mut counts = BTreeMap::new();
+    let mut total = 0;
+    let mut at_eof = std::collections::BTreeSet::new();
+    let until = std::time::Instant::now() + Duration::from_secs(120);
+    while at_eof.len() < 6 {
+        assert!(std::time::Instant::now() < until, "reading {out} timed out");
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+                *counts.entry(v["n"].as_i64().unwrap()).or_insert(0) += 1;
+                total += 1;
+                at_eof.remove(&m.partition());
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                at_eof.insert(p);
+            }
+            _ => {}
+        }
+    }
+    (counts, total)
+}
+
+fn assert_exactly_once(counts: &BTreeMap<i64, usize>) {
+    let missing = (0..RECORDS as i64).filter(|n| !counts.contains_key(n)).count();
+    let twice = counts.values().filter(|c| **c > 1).count();
+    assert_eq!((missing, twice), (0, 0), "every input exactly once in the output");
+}
+
+#[test]
+fn exactly_once_kafka_to_kafka_survives_sigkill_and_a_second_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, out) = setup_kafka("eos-kafka", dir.path(), &[]);
+    run.kill_repeatedly(10);
+    let (counts, _) = output_counts(&out, true);
+    assert_exactly_once(&counts);
+}
+
+#[test]
+fn an_aborted_transaction_is_invisible_and_processing_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, out) = setup_kafka("eos-abort", dir.path(), &["--transform", "fields:n,customer"]);
+    let mut a = run.spawn_with_env("a", &[("KDECK_FAILPOINT", "abort-transaction:3")]);
+    assert!(wait_exit(&mut a, Duration::from_secs(120)).success());
+    let (counts, _) = output_counts(&out, true);
+    assert_exactly_once(&counts);
+    let (_, uncommitted) = output_counts(&out, false);
+    assert!(uncommitted > RECORDS, "the aborted transaction's records are in the log ({uncommitted}) but not visible");
+    let log = std::fs::read_to_string(dir.path().join("kdeck-a.log")).unwrap();
+    assert!(log.contains("failpoint: transaction 3 aborted"), "the abort went through the abort path");
+}
+
+#[test]
+fn two_instances_with_one_transactional_id_fence_each_other_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, out) = setup_kafka("eos-fence", dir.path(), &["--transactional-id", "kdeck-fence-test", "--handler-delay", "50us"]);
+    let mut a = run.spawn("a");
+    wait_until(Duration::from_secs(60), || run.committed() > 20_000);
+    let mut b = run.spawn("b"); // same transactional id: its init fences a
+    let both = wait_until(Duration::from_secs(180), || a.try_wait().unwrap().is_some() && b.try_wait().unwrap().is_some());
+    let _ = (a.kill(), b.kill());
+    assert!(both, "both instances finished");
+    let (counts, _) = output_counts(&out, true);
+    assert_exactly_once(&counts);
+    let logs = std::fs::read_to_string(dir.path().join("kdeck-a.log")).unwrap() + &std::fs::read_to_string(dir.path().join("kdeck-b.log")).unwrap();
+    assert!(logs.contains("fenced"), "one producer fenced the other");
 }
 
 #[test]

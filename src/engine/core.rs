@@ -229,6 +229,11 @@ impl Core {
             );
         }
         self.sync_pauses(consumer);
+        if let Some(eos) = &self.exactly_once {
+            // Transactions carry the group's current generation: a member that lost
+            // its partitions is fenced by the broker.
+            eos.set_group_metadata(consumer.group_metadata());
+        }
         let pending = self.pending_rebalance.take();
         let now = SystemTime::now();
         let started = pending.as_ref().map_or(now, |p| p.started);
@@ -400,7 +405,7 @@ impl Core {
                 WorkerEvent::Failed { tp, offset, failure } => {
                     self.failed += 1;
                     *self.failures.entry(format!("{}/{}", failure.stage, failure.class())).or_insert(0) += 1;
-                    tracing::debug!("{}@{offset}: {failure}", tp_name(&tp));
+                    tracing::info!("{}@{offset} failed: {failure}", tp_name(&tp));
                 }
                 WorkerEvent::Parked { tp, view } => {
                     self.retry_queue.insert((tp, view.offset), view);
@@ -464,6 +469,11 @@ impl Core {
             .collect();
         self.finished_since_commit = 0;
         self.last_commit = Instant::now();
+        if self.sink_commits_offsets() {
+            // Each finished batch's transaction already committed its offsets.
+            self.apply_committed(offsets.into_iter());
+            return;
+        }
         let mode = match mode {
             CommitMode::Sync => KCommitMode::Sync,
             CommitMode::Async => KCommitMode::Async,
@@ -648,7 +658,7 @@ impl Core {
         }
         if strategy == CommitStrategy::Eos {
             let refusal = if self.exactly_once.is_none() {
-                Some("the sink cannot store offsets with its writes (only sqlite:PATH can)")
+                Some("the sink cannot write offsets with its output (only sqlite:PATH and kafka:TOPIC can)")
             } else if self.retry.ordering == super::worker::RetryOrdering::Key {
                 Some("exactly-once needs --ordering partition")
             } else {
@@ -691,6 +701,11 @@ impl Core {
         self.pending_strategy = None;
         self.sync_pauses(consumer);
         self.dirty = true;
+    }
+
+    /// Exactly-once into Kafka: the sink's transactions commit the offsets, not the engine.
+    fn sink_commits_offsets(&self) -> bool {
+        self.strategy == CommitStrategy::Eos && self.exactly_once.as_ref().is_some_and(|e| e.commits_offsets() && e.enabled())
     }
 
     pub fn strategy(&self) -> CommitStrategy {

@@ -213,7 +213,7 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
     };
     if config.commit == CommitStrategy::Eos {
         let eos = config.exactly_once.as_ref().ok_or_else(|| {
-            anyhow!("--commit eos needs a sink that stores offsets with its writes; use --sink sqlite:PATH")
+            anyhow!("--commit eos needs a sink that writes offsets with its output: --sink sqlite:PATH or kafka:TOPIC")
         })?;
         if config.retry.ordering == RetryOrdering::Key {
             return Err(anyhow!("--commit eos needs --ordering partition: a partition's offset can only advance in order"));
@@ -248,6 +248,10 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
         // librdkafka's prefetch is most of kdeck's memory; 16 MiB (default 64) cost no
         // throughput on 1M records over loopback (benches/throughput.sh).
         .set("queued.max.messages.kbytes", "16384");
+    if config.exactly_once.as_ref().is_some_and(|e| e.commits_offsets()) {
+        // Read only committed output of other transactions (a chain of eos consumers).
+        cc.set("isolation.level", "read_committed");
+    }
     for (k, v) in &config.properties {
         cc.set(k, v);
     }

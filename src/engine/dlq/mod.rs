@@ -76,9 +76,37 @@ impl Producer {
         self.producer.send(record).map_err(|(e, _)| format!("{e}"))?;
         rx.recv_timeout(self.timeout + Duration::from_secs(5)).map_err(|_| "no acknowledgement in time".to_string())?
     }
+
+    /// Sends every record, then waits for all their acknowledgements.
+    pub fn send_all<'a>(&self, topic: &str, records: impl Iterator<Item = (Option<&'a [u8]>, Option<&'a [u8]>, OwnedHeaders)>) -> Result<(), String> {
+        let mut waiting = Vec::new();
+        for (key, payload, headers) in records {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let mut record = BaseRecord::with_opaque_to(topic, Box::new(tx)).headers(headers);
+            if let Some(k) = key {
+                record = record.key(k);
+            }
+            if let Some(p) = payload {
+                record = record.payload(p);
+            }
+            while let Err((e, back)) = self.producer.send(record) {
+                if !matches!(e, rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
+                    return Err(e.to_string());
+                }
+                std::thread::sleep(Duration::from_millis(5)); // the background thread drains the queue
+                record = back;
+            }
+            waiting.push(rx);
+        }
+        for rx in waiting {
+            rx.recv_timeout(self.timeout + Duration::from_secs(5)).map_err(|_| "no acknowledgement in time".to_string())??;
+        }
+        Ok(())
+    }
 }
 
-fn is_consumer_only(key: &str) -> bool {
+/// Properties only a consumer understands (the producers take the rest of `-X`).
+pub fn is_consumer_only(key: &str) -> bool {
     key.starts_with("group.") || key.starts_with("partition.assignment") || key.starts_with("session.timeout")
         || key.starts_with("heartbeat.") || key.starts_with("max.poll") || key.starts_with("auto.offset")
         || key.starts_with("enable.auto") || key.starts_with("fetch.") || key.starts_with("queued.")

@@ -13,7 +13,7 @@ use rdkafka::message::{Message, OwnedMessage};
 pub use self::decode::{Decoder, Format};
 use self::registry::Registry;
 use super::handler::{Failure, Handler, HandlerFactory, Progress, Stage};
-use super::sink::{Sink, SinkFactory, SinkSpec};
+use super::sink::{Sink, SinkFactory, SinkOptions, SinkSpec};
 
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -28,10 +28,7 @@ pub struct PipelineConfig {
     pub proto_descriptor: Option<PathBuf>,
     pub proto_message: Option<String>,
     pub sink: SinkSpec,
-    /// The SQLite sink's statement per record (`--sql`).
-    pub sql: Option<String>,
-    /// The consumer group (an exactly-once sink stores its offsets under it).
-    pub group: String,
+    pub sink_options: SinkOptions,
     /// Simulated work per record (demos and tests).
     pub delay: Duration,
 }
@@ -48,8 +45,7 @@ impl Default for PipelineConfig {
             proto_descriptor: None,
             proto_message: None,
             sink: SinkSpec::Null,
-            sql: None,
-            group: String::new(),
+            sink_options: SinkOptions::default(),
             delay: Duration::ZERO,
         }
     }
@@ -104,7 +100,7 @@ impl Pipeline {
             default_format: cfg.format,
             decoder,
             validator,
-            sinks: SinkFactory::new(&cfg.sink, cfg.sql.clone(), &cfg.group)?,
+            sinks: SinkFactory::new(&cfg.sink, &cfg.sink_options)?,
             delay: cfg.delay,
         }))
     }

@@ -1,7 +1,9 @@
 //! Where handled records go: `null`, `jsonl:PATH`, `sqlite:PATH`, `exec:COMMAND`.
 
+mod eos;
 mod exec;
 mod jsonl;
+mod kafka;
 mod sqlite;
 
 use std::path::PathBuf;
@@ -32,17 +34,35 @@ pub enum SinkSpec {
     /// A long-lived child process: a JSON line per record on its stdin, one answer line
     /// per record on its stdout (`ok`, `retry: reason`, `fail: reason`).
     Exec(String),
+    /// An output topic (Kafka to Kafka; transactional under `--commit eos`).
+    Kafka(String),
+}
+
+/// What sinks need besides their spec.
+#[derive(Debug, Clone, Default)]
+pub struct SinkOptions {
+    /// The SQLite sink's statement per record (`--sql`).
+    pub sql: Option<String>,
+    /// The consumer group (exactly-once sinks store or send its offsets).
+    pub group: String,
+    /// For the Kafka sink: the cluster, its client properties, its transactional id
+    /// and the value transform.
+    pub brokers: String,
+    pub properties: Vec<(String, String)>,
+    pub transactional_id: Option<String>,
+    pub transform: Option<String>,
 }
 
 impl std::str::FromStr for SinkSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let usage = "expected null, jsonl:PATH, sqlite:PATH or exec:'COMMAND'";
+        let usage = "expected null, jsonl:PATH, sqlite:PATH, exec:'COMMAND' or kafka:TOPIC";
         match s.split_once(':') {
             None if s == "null" => Ok(SinkSpec::Null),
             Some(("jsonl", p)) if !p.is_empty() => Ok(SinkSpec::Jsonl(PathBuf::from(p))),
             Some(("sqlite", p)) if !p.is_empty() => Ok(SinkSpec::Sqlite(PathBuf::from(p))),
             Some(("exec", c)) if !c.trim().is_empty() => Ok(SinkSpec::Exec(c.trim().to_string())),
+            Some(("kafka", t)) if !t.trim().is_empty() => Ok(SinkSpec::Kafka(t.trim().to_string())),
             _ => Err(format!("unknown sink `{s}`: {usage}")),
         }
     }
@@ -55,6 +75,7 @@ impl std::fmt::Display for SinkSpec {
             SinkSpec::Jsonl(p) => write!(f, "jsonl:{}", p.display()),
             SinkSpec::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
             SinkSpec::Exec(c) => write!(f, "exec:{c}"),
+            SinkSpec::Kafka(t) => write!(f, "kafka:{t}"),
         }
     }
 }
@@ -69,24 +90,30 @@ enum FactoryKind {
     Jsonl(jsonl::SharedFile),
     Sqlite(sqlite::SqliteTarget),
     Exec(exec::SharedChild),
+    Kafka(std::sync::Arc<kafka::KafkaTarget>),
 }
 
-pub use sqlite::ExactlyOnce;
+pub use eos::ExactlyOnce;
 
 impl SinkFactory {
     /// Checks the sink can be used at all (file writable, database opens, command starts),
     /// so a mistake ends the program at start with one sentence.
-    /// `sql` is the user's statement for a SQLite sink; `group` names the consumer
-    /// group whose offsets an exactly-once sink stores.
-    pub fn new(spec: &SinkSpec, sql: Option<String>, group: &str) -> Result<SinkFactory, String> {
-        if sql.is_some() && !matches!(spec, SinkSpec::Sqlite(_)) {
+    pub fn new(spec: &SinkSpec, o: &SinkOptions) -> Result<SinkFactory, String> {
+        if o.sql.is_some() && !matches!(spec, SinkSpec::Sqlite(_)) {
             return Err("--sql needs --sink sqlite:PATH".into());
+        }
+        if o.transform.is_some() && !matches!(spec, SinkSpec::Kafka(_)) {
+            return Err("--transform needs --sink kafka:TOPIC".into());
         }
         let kind = match spec {
             SinkSpec::Null => FactoryKind::Null,
             SinkSpec::Jsonl(p) => FactoryKind::Jsonl(jsonl::SharedFile::open(p)?),
-            SinkSpec::Sqlite(p) => FactoryKind::Sqlite(sqlite::SqliteTarget::new(p, sql, group)?),
+            SinkSpec::Sqlite(p) => FactoryKind::Sqlite(sqlite::SqliteTarget::new(p, o.sql.clone(), &o.group)?),
             SinkSpec::Exec(c) => FactoryKind::Exec(exec::SharedChild::start(c)?),
+            SinkSpec::Kafka(t) => {
+                let id = o.transactional_id.clone().unwrap_or_else(|| format!("kdeck-{}-{}", o.group, std::process::id()));
+                FactoryKind::Kafka(std::sync::Arc::new(kafka::KafkaTarget::new(t, o.transform.as_deref(), &o.brokers, &o.properties, &id)?))
+            }
         };
         Ok(SinkFactory { kind })
     }
@@ -100,6 +127,7 @@ impl SinkFactory {
                 Err(e) => Box::new(BrokenSink(e)),
             },
             FactoryKind::Exec(c) => Box::new(c.clone()),
+            FactoryKind::Kafka(k) => Box::new(k.open()),
         }
     }
 
@@ -107,6 +135,7 @@ impl SinkFactory {
     pub fn exactly_once(&self) -> Option<std::sync::Arc<ExactlyOnce>> {
         match &self.kind {
             FactoryKind::Sqlite(t) => Some(t.eos.clone()),
+            FactoryKind::Kafka(k) => Some(k.eos.clone()),
             _ => None,
         }
     }

@@ -11,7 +11,6 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
+use super::eos::ExactlyOnce;
 use super::{headers_json, lossy, Sink};
 use crate::engine::handler::{Failure, Progress, Stage};
 
@@ -27,7 +27,7 @@ const OFFSETS_TABLE: &str = "CREATE TABLE IF NOT EXISTS kdeck_offsets (
     group_id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
     PRIMARY KEY (group_id, topic, partition))";
 
-fn open(path: &Path) -> Result<Connection, String> {
+pub(super) fn open(path: &Path) -> Result<Connection, String> {
     let fail = |e: rusqlite::Error| format!("cannot use the SQLite sink {}: {e}", path.display());
     let conn = Connection::open(path).map_err(fail)?;
     conn.busy_timeout(Duration::from_secs(30)).map_err(fail)?;
@@ -37,39 +37,7 @@ fn open(path: &Path) -> Result<Connection, String> {
     Ok(conn)
 }
 
-/// The exactly-once switch and offset store of one SQLite sink, shared by its
-/// workers and the engine (which starts partitions from it).
-#[derive(Debug)]
-pub struct ExactlyOnce {
-    path: PathBuf,
-    group: String,
-    enabled: AtomicBool,
-}
-
-impl ExactlyOnce {
-    pub fn enabled(&self) -> bool {
-        self.enabled.load(Ordering::SeqCst)
-    }
-
-    /// Turning it off forgets the stored offsets, so the group's Kafka offsets
-    /// (which run ahead from then on) are where partitions start again.
-    pub fn set_enabled(&self, on: bool) -> Result<(), String> {
-        if !on && self.enabled() {
-            open(&self.path)?
-                .execute("DELETE FROM kdeck_offsets WHERE group_id = ?1", [&self.group])
-                .map_err(|e| format!("cannot clear the stored offsets: {e}"))?;
-        }
-        self.enabled.store(on, Ordering::SeqCst);
-        Ok(())
-    }
-
-    /// Where a partition's processing stands in the database, if it was ever recorded.
-    pub fn next_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, String> {
-        stored(&open(&self.path)?, &self.group, topic, partition).map_err(|e| format!("cannot read the stored offsets: {e}"))
-    }
-}
-
-fn stored(conn: &Connection, group: &str, topic: &str, partition: i32) -> rusqlite::Result<Option<i64>> {
+pub(super) fn stored(conn: &Connection, group: &str, topic: &str, partition: i32) -> rusqlite::Result<Option<i64>> {
     conn.query_row(
         "SELECT next_offset FROM kdeck_offsets WHERE group_id = ?1 AND topic = ?2 AND partition = ?3",
         params![group, topic, partition],
@@ -83,6 +51,7 @@ pub struct SqliteTarget {
     pub path: PathBuf,
     /// The user's statement, run for every record instead of the default table.
     pub sql: Option<String>,
+    group: String,
     pub eos: Arc<ExactlyOnce>,
 }
 
@@ -92,16 +61,25 @@ impl SqliteTarget {
         if let Some(sql) = &sql {
             conn.prepare(sql).map_err(|e| format!("the --sql statement does not prepare: {e}"))?;
         }
-        let eos = Arc::new(ExactlyOnce { path: path.to_path_buf(), group: group.to_string(), enabled: AtomicBool::new(false) });
-        Ok(SqliteTarget { path: path.to_path_buf(), sql, eos })
+        let eos = Arc::new(ExactlyOnce::sqlite(path, group));
+        Ok(SqliteTarget { path: path.to_path_buf(), sql, group: group.to_string(), eos })
     }
 
     pub fn open(&self, topic: &str, partition: i32) -> Result<SqliteSink, String> {
         let conn = open(&self.path)?;
         // The compare-and-set starts from what the database held when this worker began.
-        let expected = stored(&conn, &self.eos.group, topic, partition).map_err(|e| e.to_string())?;
+        let expected = stored(&conn, &self.group, topic, partition).map_err(|e| e.to_string())?;
         let eos_seen = self.eos.enabled();
-        Ok(SqliteSink { conn, tables: HashSet::new(), in_tx: false, sql: self.sql.clone(), eos: self.eos.clone(), expected, eos_seen })
+        Ok(SqliteSink {
+            conn,
+            tables: HashSet::new(),
+            in_tx: false,
+            sql: self.sql.clone(),
+            group: self.group.clone(),
+            eos: self.eos.clone(),
+            expected,
+            eos_seen,
+        })
     }
 }
 
@@ -110,6 +88,7 @@ pub struct SqliteSink {
     tables: HashSet<String>,
     in_tx: bool,
     sql: Option<String>,
+    group: String,
     eos: Arc<ExactlyOnce>,
     expected: Option<i64>,
     /// Whether `expected` was read while exactly-once was on (it is re-read when it comes on).
@@ -189,7 +168,7 @@ impl SqliteSink {
     /// The offset compare-and-set: fails (and so rolls back) when another consumer
     /// moved the partition on since this worker began.
     fn advance(&mut self, p: &Progress) -> Result<(), Failure> {
-        let group = self.eos.group.clone();
+        let group = self.group.clone();
         let changed = match self.expected {
             Some(expected) => self.conn.execute(
                 "UPDATE kdeck_offsets SET next_offset = ?4 WHERE group_id = ?1 AND topic = ?2 AND partition = ?3 AND next_offset = ?5",
@@ -234,7 +213,7 @@ impl Sink for SqliteSink {
         let eos = progress.filter(|_| self.eos.enabled());
         if let Some(p) = eos.filter(|_| !self.eos_seen) {
             // Exactly-once came on while this worker ran: start from what is stored now.
-            self.expected = stored(&self.conn, &self.eos.group, p.topic, p.partition).map_err(sink_err)?;
+            self.expected = stored(&self.conn, &self.group, p.topic, p.partition).map_err(sink_err)?;
         }
         self.eos_seen = self.eos.enabled();
         if let Some(p) = eos {

@@ -1,0 +1,87 @@
+//! The exactly-once switch of a sink that can honour `--commit eos`, and what
+//! the engine needs from it: where partitions start, and whether the sink
+//! commits the consumed offsets itself (Kafka transactions) or the engine does.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use rdkafka::consumer::ConsumerGroupMetadata;
+
+pub struct ExactlyOnce {
+    enabled: AtomicBool,
+    store: Store,
+}
+
+enum Store {
+    /// Offsets kept in the database, written in each batch's transaction.
+    Sqlite { path: PathBuf, group: String },
+    /// Offsets sent to each producer transaction; the group's metadata (generation)
+    /// fences a member that lost its partitions.
+    Kafka { metadata: Mutex<Option<ConsumerGroupMetadata>> },
+}
+
+impl std::fmt::Debug for ExactlyOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.store {
+            Store::Sqlite { .. } => "sqlite",
+            Store::Kafka { .. } => "kafka",
+        };
+        write!(f, "ExactlyOnce({kind}, enabled: {})", self.enabled())
+    }
+}
+
+impl ExactlyOnce {
+    pub fn sqlite(path: &Path, group: &str) -> ExactlyOnce {
+        ExactlyOnce { enabled: AtomicBool::new(false), store: Store::Sqlite { path: path.to_path_buf(), group: group.to_string() } }
+    }
+
+    pub fn kafka() -> ExactlyOnce {
+        ExactlyOnce { enabled: AtomicBool::new(false), store: Store::Kafka { metadata: Mutex::new(None) } }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::SeqCst)
+    }
+
+    /// Turning SQLite's off forgets the stored offsets, so the group's Kafka offsets
+    /// (which run ahead from then on) are where partitions start again.
+    pub fn set_enabled(&self, on: bool) -> Result<(), String> {
+        if let (false, true, Store::Sqlite { path, group }) = (on, self.enabled(), &self.store) {
+            super::sqlite::open(path)?
+                .execute("DELETE FROM kdeck_offsets WHERE group_id = ?1", [group])
+                .map_err(|e| format!("cannot clear the stored offsets: {e}"))?;
+        }
+        self.enabled.store(on, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Where a partition starts when the sink keeps its offsets itself.
+    pub fn next_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, String> {
+        match &self.store {
+            Store::Sqlite { path, group } => super::sqlite::stored(&super::sqlite::open(path)?, group, topic, partition)
+                .map_err(|e| format!("cannot read the stored offsets: {e}")),
+            Store::Kafka { .. } => Ok(None), // transactions commit to the group itself
+        }
+    }
+
+    /// True when the sink's transactions commit the consumed offsets: the engine
+    /// must not commit on its own meanwhile.
+    pub fn commits_offsets(&self) -> bool {
+        matches!(self.store, Store::Kafka { .. })
+    }
+
+    /// The consumer's current group metadata (after every assignment).
+    pub fn set_group_metadata(&self, m: Option<ConsumerGroupMetadata>) {
+        if let Store::Kafka { metadata } = &self.store {
+            *metadata.lock().unwrap() = m;
+        }
+    }
+
+    pub fn with_group_metadata<T>(&self, f: impl FnOnce(Option<&ConsumerGroupMetadata>) -> T) -> T {
+        match &self.store {
+            Store::Kafka { metadata } => f(metadata.lock().unwrap().as_ref()),
+            Store::Sqlite { .. } => f(None),
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! `kafka:TOPIC`: each handled record is produced to an output topic (its key
+//! and headers kept, its value passed through or projected with
+//! `--transform fields:a,b`). A worker's batch is produced at flush and waited
+//! for. Under `--commit eos` the batch and its partition's next offset go in one
+//! producer transaction (with the consumer's group metadata, so a member that
+//! lost the partition is fenced); a failed transaction is aborted and the batch
+//! tried again in a new one, so nothing of a failed attempt is ever visible to a
+//! `read_committed` reader.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+use super::eos::ExactlyOnce;
+use super::Sink;
+use crate::engine::dlq::Producer;
+use crate::engine::handler::{Failure, Progress, Stage};
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the output goes, shared by the partitions of one instance.
+pub struct KafkaTarget {
+    topic: String,
+    /// `--transform fields:a,b`: the output value is a JSON object of these fields.
+    fields: Option<Vec<String>>,
+    plain: Producer,
+    txn: Mutex<Option<ThreadedProducer<DefaultProducerContext>>>,
+    config: ClientConfig,
+    pub eos: Arc<ExactlyOnce>,
+    transactions: AtomicU32,
+    /// Test failpoint (`KDECK_FAILPOINT=abort-transaction:N`): the N-th transaction is aborted
+    /// instead of committed, exercising the abort path against a real broker.
+    abort_at: Option<u32>,
+}
+
+impl KafkaTarget {
+    pub fn new(
+        topic: &str,
+        transform: Option<&str>,
+        brokers: &str,
+        properties: &[(String, String)],
+        transactional_id: &str,
+    ) -> Result<KafkaTarget, String> {
+        let fields = match transform {
+            None => None,
+            Some(t) => match t.strip_prefix("fields:") {
+                Some(list) if !list.trim().is_empty() => Some(list.split(',').map(|f| f.trim().to_string()).collect()),
+                _ => return Err(format!("--transform `{t}` is not fields:NAME[,NAME…]")),
+            },
+        };
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", brokers);
+        for (k, v) in properties.iter().filter(|(k, _)| !crate::engine::dlq::is_consumer_only(k)) {
+            config.set(k, v);
+        }
+        config.set("transactional.id", transactional_id).set("transaction.timeout.ms", TXN_TIMEOUT.as_millis().to_string());
+        let abort_at = std::env::var("KDECK_FAILPOINT")
+            .ok()
+            .and_then(|f| f.strip_prefix("abort-transaction:").and_then(|n| n.parse().ok()));
+        Ok(KafkaTarget {
+            topic: topic.to_string(),
+            fields,
+            plain: Producer::new(brokers, properties, Duration::from_secs(30))?,
+            txn: Mutex::new(None),
+            config,
+            eos: Arc::new(ExactlyOnce::kafka()),
+            transactions: AtomicU32::new(0),
+            abort_at,
+        })
+    }
+
+    pub fn open(self: &Arc<Self>) -> KafkaSink {
+        KafkaSink { target: self.clone(), batch: Vec::new() }
+    }
+
+    /// Produces `batch` and commits `progress` in one transaction.
+    fn transact(&self, batch: &[Out], p: &Progress) -> Result<(), Failure> {
+        let mut slot = self.txn.lock().unwrap();
+        if slot.is_none() {
+            let producer: ThreadedProducer<DefaultProducerContext> =
+                self.config.create().map_err(|e| retry(format!("cannot create the transactional producer: {e}")))?;
+            producer.init_transactions(TXN_TIMEOUT).map_err(|e| retry(format!("init_transactions: {e}")))?;
+            *slot = Some(producer);
+        }
+        let producer = slot.as_ref().unwrap();
+        let outcome = self.attempt(producer, batch, p);
+        if let Err((fatal, e)) = &outcome {
+            if *fatal {
+                // Fenced (another producer took this transactional id) or broken: a new
+                // producer starts clean; the batch is tried again in a new transaction.
+                *slot = None;
+                return Err(retry(format!("transactional producer fenced or failed, rebuilt: {e}")));
+            }
+            let _ = producer.abort_transaction(TXN_TIMEOUT);
+            return Err(retry(format!("transaction aborted: {e}")));
+        }
+        Ok(())
+    }
+
+    /// One transaction; an error says whether it was fatal for the producer.
+    fn attempt(&self, producer: &ThreadedProducer<DefaultProducerContext>, batch: &[Out], p: &Progress) -> Result<(), (bool, String)> {
+        let classify = |e: KafkaError| (matches!(&e, KafkaError::Transaction(t) if t.is_fatal()), e.to_string());
+        producer.begin_transaction().map_err(classify)?;
+        for out in batch {
+            let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic).headers(out.headers.clone());
+            if let Some(k) = &out.key {
+                r = r.key(k.as_slice());
+            }
+            if let Some(v) = &out.value {
+                r = r.payload(v.as_slice());
+            }
+            while let Err((e, back)) = producer.send(r) {
+                if !matches!(e, KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
+                    return Err(classify(e));
+                }
+                std::thread::sleep(Duration::from_millis(5)); // the background thread drains the queue
+                r = back;
+            }
+        }
+        let mut offsets = TopicPartitionList::new();
+        offsets.add_partition_offset(p.topic, p.partition, Offset::Offset(p.next_offset)).map_err(classify)?;
+        self.eos.with_group_metadata(|m| match m {
+            Some(m) => producer.send_offsets_to_transaction(&offsets, m, TXN_TIMEOUT).map_err(classify),
+            None => Err((false, "no consumer group metadata yet".to_string())),
+        })?;
+        let n = self.transactions.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.abort_at == Some(n) {
+            return Err((false, format!("failpoint: transaction {n} aborted on purpose")));
+        }
+        producer.commit_transaction(TXN_TIMEOUT).map_err(classify)
+    }
+}
+
+fn retry(m: String) -> Failure {
+    Failure::retryable(Stage::Sink, m)
+}
+
+struct Out {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: OwnedHeaders,
+}
+
+pub struct KafkaSink {
+    target: Arc<KafkaTarget>,
+    batch: Vec<Out>,
+}
+
+impl Sink for KafkaSink {
+    fn write(&mut self, record: &OwnedMessage, value: &Value) -> Result<(), Failure> {
+        let out_value = match &self.target.fields {
+            None => record.payload().map(<[u8]>::to_vec),
+            Some(fields) => {
+                let projected: serde_json::Map<String, Value> =
+                    fields.iter().map(|f| (f.clone(), value.get(f).cloned().unwrap_or(Value::Null))).collect();
+                Some(Value::Object(projected).to_string().into_bytes())
+            }
+        };
+        self.batch.push(Out {
+            key: record.key().map(<[u8]>::to_vec),
+            value: out_value,
+            headers: record.headers().cloned().unwrap_or_default(),
+        });
+        Ok(())
+    }
+
+    fn flush(&mut self, progress: Option<&Progress>) -> Result<(), Failure> {
+        match progress.filter(|_| self.target.eos.enabled()) {
+            Some(p) => self.target.transact(&self.batch, p)?,
+            None => self
+                .target
+                .plain
+                .send_all(&self.target.topic, self.batch.iter().map(|o| (o.key.as_deref(), o.value.as_deref(), o.headers.clone())))
+                .map_err(|e| retry(format!("output topic {}: {e}", self.target.topic)))?,
+        }
+        // Kept until it is safely out: a failed flush is tried again with the same batch.
+        self.batch.clear();
+        Ok(())
+    }
+}
