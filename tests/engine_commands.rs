@@ -300,6 +300,8 @@ fn switching_into_and_out_of_eos_hands_over_and_eos_is_refused_where_the_sink_ca
     wait_snapshot(&engine, "eos", Duration::from_secs(30), |s| s.commit_strategy == "eos");
     let at_switch = applied();
     wait_for("offsets stored with the writes", Duration::from_secs(60), || stored() == 3 && applied() > at_switch + 500);
+    let view = engine.snapshot().eos.clone().expect("the sink can do eos");
+    assert!(view.enabled && view.commits > 0 && view.aborts == 0, "{view:?}");
     engine.send(Command::SetStrategy(CommitStrategy::Batch(100)));
     wait_snapshot(&engine, "back to batch", Duration::from_secs(30), |s| s.commit_strategy == "batch:100");
     assert_eq!(stored(), 0, "leaving eos forgets the stored offsets: Kafka's are the truth again");

@@ -955,6 +955,7 @@ impl Core {
             latency_p50_us: self.latency.0,
             latency_p99_us: self.latency.1,
             logs: crate::logging::recent(100),
+            eos: self.exactly_once.as_ref().map(|e| e.view()),
         }
     }
 }

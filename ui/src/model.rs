@@ -51,6 +51,23 @@ pub struct Snapshot {
     pub latency_p99_us: u64,
     /// Recent log lines of the process, newest last, bounded.
     pub logs: Vec<LogLine>,
+    /// Exactly-once state, when the sink can honour `eos`.
+    pub eos: Option<EosView>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct EosView {
+    /// `sqlite` or `kafka`.
+    pub sink: String,
+    pub enabled: bool,
+    /// Transactions committed (batches with their offsets).
+    pub commits: u64,
+    pub aborts: u64,
+    /// The transaction being committed now, if any: its records and when it began.
+    pub open_records: Option<usize>,
+    pub open_since_ms: Option<u64>,
+    /// The last abort or fencing, and why.
+    pub last_problem: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

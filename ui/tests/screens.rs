@@ -108,6 +108,7 @@ fn fixture() -> Snapshot {
         latency_p50_us: 180,
         latency_p99_us: 2400,
         logs: vec![LogLine { at_ms: NOW - 2000, level: "WARN".into(), message: "orders[3]@990: dead-letter topic refused the record".into() }],
+        eos: None,
     }
 }
 
@@ -241,4 +242,21 @@ fn freezing_keeps_the_screen_still_and_sorting_orders_by_lag() {
     a.handle_key(&key(KeyCode::Char('s')), &s);
     let t = text(&draw(&a, &s, 160, 48));
     assert!(t.find("orders[1]").unwrap() < t.find("orders[0]").unwrap(), "the laggiest partition first");
+}
+
+#[test]
+fn the_header_shows_exactly_once_transactions_and_the_last_problem() {
+    let mut s = fixture();
+    s.commit_strategy = "eos".into();
+    s.eos = Some(EosView {
+        sink: "kafka".into(),
+        enabled: true,
+        commits: 12,
+        aborts: 1,
+        open_records: Some(256),
+        open_since_ms: Some(NOW - 2000),
+        last_problem: Some("transaction aborted: fenced".into()),
+    });
+    let t = text(&draw(&app(), &s, 220, 48));
+    assert!(t.contains("eos 12 txn 1 aborted open 256 rec 2s last: transaction aborted: fenced"), "{t}");
 }

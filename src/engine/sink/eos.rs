@@ -3,14 +3,21 @@
 //! commits the consumed offsets itself (Kafka transactions) or the engine does.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use kdeck_ui::model::EosView;
 use rdkafka::consumer::ConsumerGroupMetadata;
 
 pub struct ExactlyOnce {
     enabled: AtomicBool,
     store: Store,
+    commits: AtomicU64,
+    aborts: AtomicU64,
+    /// (records, began at ms) of the transaction being committed.
+    open: Mutex<Option<(usize, u64)>>,
+    last_problem: Mutex<Option<String>>,
 }
 
 enum Store {
@@ -32,12 +39,54 @@ impl std::fmt::Debug for ExactlyOnce {
 }
 
 impl ExactlyOnce {
+    fn new(store: Store) -> ExactlyOnce {
+        ExactlyOnce {
+            enabled: AtomicBool::new(false),
+            store,
+            commits: AtomicU64::new(0),
+            aborts: AtomicU64::new(0),
+            open: Mutex::new(None),
+            last_problem: Mutex::new(None),
+        }
+    }
+
     pub fn sqlite(path: &Path, group: &str) -> ExactlyOnce {
-        ExactlyOnce { enabled: AtomicBool::new(false), store: Store::Sqlite { path: path.to_path_buf(), group: group.to_string() } }
+        ExactlyOnce::new(Store::Sqlite { path: path.to_path_buf(), group: group.to_string() })
     }
 
     pub fn kafka() -> ExactlyOnce {
-        ExactlyOnce { enabled: AtomicBool::new(false), store: Store::Kafka { metadata: Mutex::new(None) } }
+        ExactlyOnce::new(Store::Kafka { metadata: Mutex::new(None) })
+    }
+
+    /// A transaction of `records` begins.
+    pub fn opened(&self, records: usize) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        *self.open.lock().unwrap() = Some((records, now));
+    }
+
+    /// The open transaction ended: committed, or aborted (fenced, failed) for `problem`.
+    pub fn closed(&self, problem: Option<&str>) {
+        *self.open.lock().unwrap() = None;
+        match problem {
+            None => self.commits.fetch_add(1, Ordering::Relaxed),
+            Some(p) => {
+                *self.last_problem.lock().unwrap() = Some(p.to_string());
+                self.aborts.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+
+    pub fn view(&self) -> EosView {
+        let open = *self.open.lock().unwrap();
+        EosView {
+            sink: if self.commits_offsets() { "kafka" } else { "sqlite" }.into(),
+            enabled: self.enabled(),
+            commits: self.commits.load(Ordering::Relaxed),
+            aborts: self.aborts.load(Ordering::Relaxed),
+            open_records: open.map(|o| o.0),
+            open_since_ms: open.map(|o| o.1),
+            last_problem: self.last_problem.lock().unwrap().clone(),
+        }
     }
 
     pub fn enabled(&self) -> bool {

@@ -90,7 +90,9 @@ impl KafkaTarget {
             *slot = Some(producer);
         }
         let producer = slot.as_ref().unwrap();
+        self.eos.opened(batch.len());
         let outcome = self.attempt(producer, batch, p);
+        self.eos.closed(outcome.as_ref().err().map(|(_, e)| e.as_str()));
         if let Err((fatal, e)) = &outcome {
             if *fatal {
                 // Fenced (another producer took this transactional id) or broken: a new

@@ -222,6 +222,7 @@ impl Sink for SqliteSink {
             if let Err(f) = self.advance(p) {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.in_tx = false;
+                self.eos.closed(Some(&f.message));
                 return Err(f);
             }
         }
@@ -231,6 +232,7 @@ impl Sink for SqliteSink {
         }
         if let Some(p) = eos {
             self.expected = Some(p.next_offset);
+            self.eos.closed(None);
         }
         Ok(())
     }

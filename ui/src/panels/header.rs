@@ -48,6 +48,17 @@ pub fn render(frame: &mut Frame, area: Rect, s: &Snapshot) {
         label("lag"),
         value(s.lag_total.to_string()),
     ];
+    if let Some(e) = s.eos.as_ref().filter(|e| e.enabled) {
+        second.push(label("eos"));
+        let open = match (e.open_records, e.open_since_ms) {
+            (Some(n), Some(at)) => format!(" open {n} rec {}", time::span(s.captured_at_ms.saturating_sub(at))),
+            _ => String::new(),
+        };
+        second.push(value(format!("{} txn {} aborted{open}", e.commits, e.aborts)));
+        if let Some(p) = &e.last_problem {
+            second.push(Span::styled(format!(" last: {}", super::cut(p, 40)), style::failure()));
+        }
+    }
     // The newest engine error is shown here as well as in its panel.
     if let Some(e) = s.errors.last() {
         second.push(Span::styled(format!("  ⚠ {}: {}", e.area, super::cut(&e.message, 60)), style::failure()));
