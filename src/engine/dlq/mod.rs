@@ -62,6 +62,26 @@ impl Producer {
 
     /// Produces and waits for the acknowledgement: (partition, offset).
     pub fn send(&self, topic: &str, partition: Option<i32>, key: Option<&[u8]>, payload: Option<&[u8]>, headers: OwnedHeaders) -> Delivered {
+        let ack = self.enqueue(topic, partition, key, payload, headers)?;
+        self.wait(ack)
+    }
+
+    /// Sends every record, then waits for all their acknowledgements.
+    pub fn send_all<'a>(&self, topic: &str, records: impl Iterator<Item = (Option<&'a [u8]>, Option<&'a [u8]>, OwnedHeaders)>) -> Result<(), String> {
+        let acks = records.map(|(k, v, h)| self.enqueue(topic, None, k, v, h)).collect::<Result<Vec<_>, _>>()?;
+        acks.into_iter().try_for_each(|ack| self.wait(ack).map(|_| ()))
+    }
+
+    /// Hands one record to the producer (waiting while its queue is full); the
+    /// receiver gets the delivery report.
+    fn enqueue(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: OwnedHeaders,
+    ) -> Result<crossbeam_channel::Receiver<Delivered>, String> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(tx)).headers(headers);
         if let Some(k) = key {
@@ -73,35 +93,29 @@ impl Producer {
         if let Some(p) = partition {
             record = record.partition(p);
         }
-        self.producer.send(record).map_err(|(e, _)| format!("{e}"))?;
-        rx.recv_timeout(self.timeout + Duration::from_secs(5)).map_err(|_| "no acknowledgement in time".to_string())?
+        send_when_room(&self.producer, record).map_err(|e| e.to_string())?;
+        Ok(rx)
     }
 
-    /// Sends every record, then waits for all their acknowledgements.
-    pub fn send_all<'a>(&self, topic: &str, records: impl Iterator<Item = (Option<&'a [u8]>, Option<&'a [u8]>, OwnedHeaders)>) -> Result<(), String> {
-        let mut waiting = Vec::new();
-        for (key, payload, headers) in records {
-            let (tx, rx) = crossbeam_channel::bounded(1);
-            let mut record = BaseRecord::with_opaque_to(topic, Box::new(tx)).headers(headers);
-            if let Some(k) = key {
-                record = record.key(k);
-            }
-            if let Some(p) = payload {
-                record = record.payload(p);
-            }
-            while let Err((e, back)) = self.producer.send(record) {
-                if !matches!(e, rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
-                    return Err(e.to_string());
-                }
-                std::thread::sleep(Duration::from_millis(5)); // the background thread drains the queue
+    fn wait(&self, ack: crossbeam_channel::Receiver<Delivered>) -> Delivered {
+        ack.recv_timeout(self.timeout + Duration::from_secs(5)).map_err(|_| "no acknowledgement in time".to_string())?
+    }
+}
+
+/// Sends, waiting while the producer's queue is full (its background thread drains it).
+pub fn send_when_room<C: ProducerContext, K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?Sized>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'_, K, P, C::DeliveryOpaque>,
+) -> rdkafka::error::KafkaResult<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+                std::thread::sleep(Duration::from_millis(5));
                 record = back;
             }
-            waiting.push(rx);
+            Err((e, _)) => return Err(e),
         }
-        for rx in waiting {
-            rx.recv_timeout(self.timeout + Duration::from_secs(5)).map_err(|_| "no acknowledgement in time".to_string())??;
-        }
-        Ok(())
     }
 }
 

@@ -118,13 +118,7 @@ impl KafkaTarget {
             if let Some(v) = &out.value {
                 r = r.payload(v.as_slice());
             }
-            while let Err((e, back)) = producer.send(r) {
-                if !matches!(e, KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
-                    return Err(classify(e));
-                }
-                std::thread::sleep(Duration::from_millis(5)); // the background thread drains the queue
-                r = back;
-            }
+            crate::engine::dlq::send_when_room(producer, r).map_err(classify)?;
         }
         let mut offsets = TopicPartitionList::new();
         offsets.add_partition_offset(p.topic, p.partition, Offset::Offset(p.next_offset)).map_err(classify)?;
