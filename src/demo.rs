@@ -61,6 +61,14 @@ impl Handler for DemoHandler {
     fn flush(&mut self, progress: Option<&crate::engine::handler::Progress>) -> Result<(), Failure> {
         self.inner.flush(progress)
     }
+
+    fn carry_dead_letter(&mut self, record: &OwnedMessage, letter: &crate::engine::dlq::Letter) -> bool {
+        self.inner.carry_dead_letter(record, letter)
+    }
+
+    fn batch_size(&self) -> Option<usize> {
+        self.inner.batch_size()
+    }
 }
 
 pub fn run(args: &DemoArgs, on_start: impl FnOnce(Arc<AtomicBool>) -> Result<()>) -> Result<()> {

@@ -252,6 +252,31 @@ fn output_counts(out: &str, committed: bool) -> (BTreeMap<i64, usize>, usize) {
     (counts, total)
 }
 
+/// Records a `read_committed` reader sees in a one-partition topic.
+fn read_committed_count(topic: &str) -> usize {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("g-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let mut n = 0;
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(std::time::Instant::now() < until, "reading {topic} timed out");
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(_)) => n += 1,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return n,
+            _ => {}
+        }
+    }
+}
+
 fn assert_exactly_once(counts: &BTreeMap<i64, usize>) {
     let missing = (0..RECORDS as i64).filter(|n| !counts.contains_key(n)).count();
     let twice = counts.values().filter(|c| **c > 1).count();
@@ -271,10 +296,16 @@ fn exactly_once_kafka_to_kafka_survives_sigkill_and_a_second_instance() {
 fn an_aborted_transaction_is_invisible_and_processing_completes() {
     let dir = tempfile::tempdir().unwrap();
     let (run, out) = setup_kafka("eos-abort", dir.path(), &["--transform", "fields:n,customer"]);
+    // A malformed record: its dead letter rides in a transaction too.
+    let dlq = format!("{}.dlq", run.topic);
+    create_topic(&dlq, 1);
+    produce_raw(&run.topic, &[(0, Some(b"bad"), Some(b"{not json"), vec![])]);
     let mut a = run.spawn_with_env("a", &[("KDECK_FAILPOINT", "abort-transaction:3")]);
     assert!(wait_exit(&mut a, Duration::from_secs(120)).success());
     let (counts, _) = output_counts(&out, true);
     assert_exactly_once(&counts);
+    let dead = read_committed_count(&dlq);
+    assert_eq!(dead, 1, "the dead letter, once");
     let (_, uncommitted) = output_counts(&out, false);
     assert!(uncommitted > RECORDS, "the aborted transaction's records are in the log ({uncommitted}) but not visible");
     let log = std::fs::read_to_string(dir.path().join("kdeck-a.log")).unwrap();

@@ -93,6 +93,18 @@ pub trait Handler: Send {
     fn flush(&mut self, _progress: Option<&Progress>) -> Result<(), Failure> {
         Ok(())
     }
+
+    /// How many records to handle between flushes, when the handler knows better
+    /// than the default (a transaction per flush wants larger batches).
+    fn batch_size(&self) -> Option<usize> {
+        None
+    }
+
+    /// Offers to produce a dead letter with the batch (in the same transaction as
+    /// its outputs and offsets). False: the worker writes it to the topic itself.
+    fn carry_dead_letter(&mut self, _record: &OwnedMessage, _letter: &crate::engine::dlq::Letter) -> bool {
+        false
+    }
 }
 
 /// Builds one handler per assigned partition.

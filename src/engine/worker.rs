@@ -259,7 +259,8 @@ impl State {
             let next_due = self.parked.iter().filter_map(|p| p.due).min();
             let wait = next_due.map_or(TICK, |d| d.saturating_duration_since(now).min(TICK));
             let may_take = self.retry.ordering == RetryOrdering::Key || self.parked.is_empty();
-            if !may_take || (self.done.len() >= MAX_BATCH) || (!self.done.is_empty() && self.rx.is_empty()) {
+            let batch = self.handler.batch_size().unwrap_or(MAX_BATCH);
+            if !may_take || (self.done.len() >= batch) || (!self.done.is_empty() && self.rx.is_empty()) {
                 // Report what finished before waiting, so commits are not held back.
                 if !self.flush() {
                     break;
@@ -368,6 +369,13 @@ impl State {
     /// Writes to the dead-letter topic until it acknowledges (or the worker stops:
     /// then the record stays unfinished and uncommitted).
     fn dead_letter(&mut self, record: OwnedMessage, failure: Failure, attempts: u32, was_parked: bool) {
+        // Exactly-once into Kafka: the dead letter rides in the batch's transaction.
+        let letter = self.dlq.letter(&record, &failure, attempts);
+        if self.handler.carry_dead_letter(&record, &letter) {
+            let view = self.dlq.sent(&record, &failure, attempts, &letter, -1, -1);
+            self.dead_lettered(&record, view, was_parked);
+            return;
+        }
         let mut backoff = Duration::from_millis(200);
         loop {
             match self.dlq.send(&record, &failure, attempts) {
@@ -376,12 +384,7 @@ impl State {
                         self.blocked = false;
                         self.emit(WorkerEvent::Blocked { tp: self.tp.clone(), reason: None });
                     }
-                    if was_parked {
-                        self.emit(WorkerEvent::Unparked { tp: self.tp.clone(), offset: record.offset() });
-                    }
-                    self.emit(WorkerEvent::DeadLettered { tp: self.tp.clone(), view });
-                    self.done.push(record.offset());
-                    self.release_key(record.key());
+                    self.dead_lettered(&record, view, was_parked);
                     return;
                 }
                 Err(e) => {
@@ -396,6 +399,16 @@ impl State {
                 }
             }
         }
+    }
+
+    /// The record is finished: its dead letter is in the topic (or in the batch's transaction).
+    fn dead_lettered(&mut self, record: &OwnedMessage, view: DeadLetterView, was_parked: bool) {
+        if was_parked {
+            self.emit(WorkerEvent::Unparked { tp: self.tp.clone(), offset: record.offset() });
+        }
+        self.emit(WorkerEvent::DeadLettered { tp: self.tp.clone(), view });
+        self.done.push(record.offset());
+        self.release_key(record.key());
     }
 
     fn apply(&mut self, cmd: WorkerCommand) {

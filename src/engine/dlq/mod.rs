@@ -127,6 +127,13 @@ pub fn is_consumer_only(key: &str) -> bool {
         || key.starts_with("isolation.") || key == "group.id" || key.starts_with("statistics.")
 }
 
+/// A dead-letter record ready to be produced.
+pub struct Letter {
+    pub topic: String,
+    pub headers: OwnedHeaders,
+    pub at_ms: u64,
+}
+
 pub struct DeadLetterQueue {
     producer: Producer,
     /// `--dlq TOPIC`; otherwise `<source topic>.dlq`.
@@ -155,7 +162,17 @@ impl DeadLetterQueue {
     /// Writes the record to the dead-letter topic and the audit store. An error
     /// means it is not in the topic: the record is not finished.
     pub fn send(&self, record: &OwnedMessage, failure: &Failure, attempts: u32) -> Result<DeadLetterView, String> {
-        let dlq_topic = self.topic_for(record.topic());
+        let letter = self.letter(record, failure, attempts);
+        let (partition, offset) = self
+            .producer
+            .send(&letter.topic, None, record.key(), record.payload(), letter.headers.clone())
+            .map_err(|e| format!("dead-letter topic {} refused the record: {e}", letter.topic))?;
+        Ok(self.sent(record, failure, attempts, &letter, partition, offset))
+    }
+
+    /// The dead-letter record for `record`: its topic and headers (the original
+    /// ones, then where it came from and why it failed).
+    pub fn letter(&self, record: &OwnedMessage, failure: &Failure, attempts: u32) -> Letter {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
         let mut headers = OwnedHeaders::new();
         if let Some(h) = record.headers() {
@@ -179,11 +196,13 @@ impl DeadLetterQueue {
         for (k, v) in &fields {
             headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
         }
-        let (dlq_partition, dlq_offset) = self
-            .producer
-            .send(&dlq_topic, None, record.key(), record.payload(), headers)
-            .map_err(|e| format!("dead-letter topic {dlq_topic} refused the record: {e}"))?;
+        Letter { topic: self.topic_for(record.topic()), headers, at_ms: now }
+    }
 
+    /// Audits a dead letter that is (or, in a transaction, will be) in the topic;
+    /// a position of -1 is not known yet.
+    pub fn sent(&self, record: &OwnedMessage, failure: &Failure, attempts: u32, letter: &Letter, dlq_partition: i32, dlq_offset: i64) -> DeadLetterView {
+        let (now, dlq_topic) = (letter.at_ms, letter.topic.clone());
         let detail = json!({
             "source": {"topic": record.topic(), "partition": record.partition(), "offset": record.offset(),
                        "timestamp": record.timestamp().to_millis(), "group": self.group},
@@ -204,7 +223,7 @@ impl DeadLetterQueue {
         );
         // The record is safely in the topic now; an audit failure must not make us write it twice.
         let audit_id = self.audit.record("dead_letter", &summary, &detail).map_err(|e| tracing::warn!("{e}")).ok();
-        Ok(DeadLetterView {
+        DeadLetterView {
             at_ms: now,
             topic: record.topic().to_string(),
             partition: record.partition(),
@@ -220,7 +239,7 @@ impl DeadLetterQueue {
             audit_id,
             headers: headers_json(record).into_iter().map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string())).collect(),
             value_preview: preview(record.payload(), 2048),
-        })
+        }
     }
 }
 

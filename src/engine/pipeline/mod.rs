@@ -147,6 +147,14 @@ impl Handler for PipelineHandler {
     fn flush(&mut self, progress: Option<&Progress>) -> Result<(), Failure> {
         self.sink.flush(progress)
     }
+
+    fn carry_dead_letter(&mut self, record: &OwnedMessage, letter: &crate::engine::dlq::Letter) -> bool {
+        self.sink.carry_dead_letter(record, letter)
+    }
+
+    fn batch_size(&self) -> Option<usize> {
+        self.sink.batch_size()
+    }
 }
 
 #[cfg(test)]

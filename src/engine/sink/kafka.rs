@@ -111,7 +111,8 @@ impl KafkaTarget {
         let classify = |e: KafkaError| (matches!(&e, KafkaError::Transaction(t) if t.is_fatal()), e.to_string());
         producer.begin_transaction().map_err(classify)?;
         for out in batch {
-            let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic).headers(out.headers.clone());
+            let topic = out.topic.as_deref().unwrap_or(&self.topic);
+            let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(out.headers.clone());
             if let Some(k) = &out.key {
                 r = r.key(k.as_slice());
             }
@@ -139,6 +140,8 @@ fn retry(m: String) -> Failure {
 }
 
 struct Out {
+    /// None: the output topic; a dead letter names its own.
+    topic: Option<String>,
     key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
     headers: OwnedHeaders,
@@ -160,6 +163,7 @@ impl Sink for KafkaSink {
             }
         };
         self.batch.push(Out {
+            topic: None,
             key: record.key().map(<[u8]>::to_vec),
             value: out_value,
             headers: record.headers().cloned().unwrap_or_default(),
@@ -167,9 +171,31 @@ impl Sink for KafkaSink {
         Ok(())
     }
 
+    /// A transaction has a fixed cost of several round trips to the coordinator:
+    /// under eos, many records share one.
+    fn batch_size(&self) -> Option<usize> {
+        self.target.eos.enabled().then_some(4096)
+    }
+
+    /// Under eos a dead letter goes in the batch's transaction, with the outputs
+    /// and the offset that moves past it.
+    fn carry_dead_letter(&mut self, record: &OwnedMessage, letter: &crate::engine::dlq::Letter) -> bool {
+        if !self.target.eos.enabled() {
+            return false;
+        }
+        self.batch.push(Out {
+            topic: Some(letter.topic.clone()),
+            key: record.key().map(<[u8]>::to_vec),
+            value: record.payload().map(<[u8]>::to_vec),
+            headers: letter.headers.clone(),
+        });
+        true
+    }
+
     fn flush(&mut self, progress: Option<&Progress>) -> Result<(), Failure> {
         match progress.filter(|_| self.target.eos.enabled()) {
             Some(p) => self.target.transact(&self.batch, p)?,
+            // Outside eos dead letters never join the batch: all of it is output.
             None => self
                 .target
                 .plain

@@ -21,6 +21,16 @@ pub trait Sink: Send {
     fn flush(&mut self, _progress: Option<&Progress>) -> Result<(), Failure> {
         Ok(())
     }
+
+    /// See `Handler::batch_size`.
+    fn batch_size(&self) -> Option<usize> {
+        None
+    }
+
+    /// See `Handler::carry_dead_letter`.
+    fn carry_dead_letter(&mut self, _record: &OwnedMessage, _letter: &crate::engine::dlq::Letter) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
