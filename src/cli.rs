@@ -166,8 +166,9 @@ pub struct PipelineArgs {
     /// With --sink kafka: the output value is a JSON object of these fields (fields:a,b).
     #[arg(long)]
     pub transform: Option<String>,
-    /// With --sink kafka and --commit eos: the producer's transactional id
-    /// (default kdeck-<group>-<pid>; two live instances must not share one).
+    /// With --sink kafka and --commit eos: the producer's transactional id (default
+    /// kdeck-<group>-<group.instance.id>, else kdeck-<group>-<pid>; two live instances
+    /// must not share one, a restarted one should keep its own).
     #[arg(long)]
     pub transactional_id: Option<String>,
     /// Simulated work per record, e.g. 2ms (for demos and tests).

@@ -56,11 +56,12 @@ impl KafkaTarget {
             },
         };
         let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", brokers);
+        // A transaction left open by a crash blocks read_committed readers until it times out.
+        config.set("bootstrap.servers", brokers).set("transaction.timeout.ms", "10000");
         for (k, v) in properties.iter().filter(|(k, _)| !crate::engine::dlq::is_consumer_only(k)) {
             config.set(k, v);
         }
-        config.set("transactional.id", transactional_id).set("transaction.timeout.ms", TXN_TIMEOUT.as_millis().to_string());
+        config.set("transactional.id", transactional_id);
         let abort_at = std::env::var("KDECK_FAILPOINT")
             .ok()
             .and_then(|f| f.strip_prefix("abort-transaction:").and_then(|n| n.parse().ok()));

@@ -121,7 +121,13 @@ impl SinkFactory {
             SinkSpec::Sqlite(p) => FactoryKind::Sqlite(sqlite::SqliteTarget::new(p, o.sql.clone(), &o.group)?),
             SinkSpec::Exec(c) => FactoryKind::Exec(exec::SharedChild::start(c)?),
             SinkSpec::Kafka(t) => {
-                let id = o.transactional_id.clone().unwrap_or_else(|| format!("kdeck-{}-{}", o.group, std::process::id()));
+                // Stable across restarts of one instance (its group.instance.id), so a
+                // restarted instance aborts what its dead predecessor left open at once.
+                let instance = o.properties.iter().rev().find(|(k, _)| k == "group.instance.id").map(|(_, v)| v.clone());
+                let id = o.transactional_id.clone().unwrap_or_else(|| match instance {
+                    Some(i) => format!("kdeck-{}-{i}", o.group),
+                    None => format!("kdeck-{}-{}", o.group, std::process::id()),
+                });
                 FactoryKind::Kafka(std::sync::Arc::new(kafka::KafkaTarget::new(t, o.transform.as_deref(), &o.brokers, &o.properties, &id)?))
             }
         };
