@@ -84,17 +84,12 @@ fn bad_inputs_go_to_the_dead_letter_topic_and_good_ones_to_the_sink() {
     assert_eq!(end_offsets(&topic)[&0], corpus.len() as i64, "kcat produced every record");
 
     let db = dir.path().join("sink.sqlite");
-    let out = kdeck()
-        .args(["run", "--headless", "--stop-at-end", "-b", &brokers(), "-G", &group, "-t", &topic])
+    let out = run_to_end(&group, &topic, dir.path())
         .args(["--format", "json", "--schema-registry", &registry, "--dlq", &dlq])
         .arg("--schema")
         .arg(write(dir.path(), "schema.json", SCHEMA))
         .arg("--sink")
         .arg(format!("sqlite:{}", db.display()))
-        .arg("--audit")
-        .arg(dir.path().join("audit.sqlite"))
-        .arg("--log-file")
-        .arg(dir.path().join("kdeck.log"))
         .output()
         .unwrap();
     assert!(out.status.success(), "kdeck: {}", String::from_utf8_lossy(&out.stderr));
@@ -158,15 +153,10 @@ fn run_with_handler(topic: &str, dlq: &str, dir: &Path, ordering: &str) -> Vec<(
     let script = write(dir, "handler.py", HANDLER);
     let log = dir.join(format!("handled-{ordering}.log"));
     let group = unique("g-retry");
-    let out = kdeck()
-        .args(["run", "--headless", "--stop-at-end", "-b", &brokers(), "-G", &group, "-t", topic])
+    let out = run_to_end(&group, topic, dir)
         .args(["--format", "json", "--dlq", dlq, "--ordering", ordering, "--retry-max", "3", "--retry-backoff", "20ms..100ms"])
         .arg("--sink")
         .arg(format!("exec:python3 -u {} {}", script.display(), log.display()))
-        .arg("--audit")
-        .arg(dir.join(format!("audit-{ordering}.sqlite")))
-        .arg("--log-file")
-        .arg(dir.join("kdeck.log"))
         .output()
         .unwrap();
     assert!(out.status.success(), "kdeck: {}", String::from_utf8_lossy(&out.stderr));

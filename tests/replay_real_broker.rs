@@ -39,13 +39,8 @@ impl Setup {
         std::fs::read_to_string(self.dir.path().join("sink.log")).unwrap_or_default().lines().map(String::from).collect()
     }
     fn run(&self, group: &str) {
-        let out = kdeck()
-            .args(["run", "--headless", "--stop-at-end", "-b", &brokers(), "-G", group, "-t", &self.topic])
+        let out = run_to_end(group, &self.topic, self.dir.path())
             .args(["--format", "json", "--dlq", &self.dlq, "--sink", &self.sink()])
-            .arg("--audit")
-            .arg(self.audit())
-            .arg("--log-file")
-            .arg(self.dir.path().join("kdeck.log"))
             .output()
             .unwrap();
         assert!(out.status.success(), "kdeck: {}", String::from_utf8_lossy(&out.stderr));

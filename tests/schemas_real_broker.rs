@@ -34,15 +34,10 @@ fn avro(schema: &Schema, fill: impl FnOnce(&mut Record)) -> Vec<u8> {
 fn consume(topic: &str, extra: &[&str]) -> BTreeMap<i64, serde_json::Value> {
     let dir = tempfile::tempdir().unwrap();
     let sink = dir.path().join("sink.jsonl");
-    let mut out = kdeck()
-        .args(["run", "--headless", "--stop-at-end", "-b", &brokers(), "-G", &unique("g-schema"), "-t", topic])
+    let mut out = run_to_end(&unique("g-schema"), topic, dir.path())
         .args(extra)
         .arg("--sink")
         .arg(format!("jsonl:{}", sink.display()))
-        .arg("--audit")
-        .arg(dir.path().join("audit.sqlite"))
-        .arg("--log-file")
-        .arg(dir.path().join("kdeck.log"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -149,6 +149,18 @@ pub fn kdeck() -> Command {
     c
 }
 
+/// `kdeck run --headless --stop-at-end` on the test broker for `group` and `topic`,
+/// with its audit store and log in `dir`; add the pipeline options.
+pub fn run_to_end(group: &str, topic: &str, dir: &Path) -> Command {
+    let mut c = kdeck();
+    c.args(["run", "--headless", "--stop-at-end", "-b", &brokers(), "-G", group, "-t", topic])
+        .arg("--audit")
+        .arg(dir.join("audit.sqlite"))
+        .arg("--log-file")
+        .arg(dir.join("kdeck.log"));
+    c
+}
+
 /// Starts `kdeck run --headless` against the test broker with a jsonl sink.
 /// Its status lines go to `<sink>.stderr`, its log to `<sink>.log`.
 pub fn spawn_run(group: &str, topic: &str, sink: &Path, extra: &[&str]) -> Child {
