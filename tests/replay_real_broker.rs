@@ -200,6 +200,21 @@ fn dead_letter_topics_of_spring_karafka_and_connect_are_redriven() {
     let shown = String::from_utf8_lossy(&show.stdout);
     assert!(shown.contains("header kafka_dlt-exception-fqcn: java.lang.IllegalStateException") && shown.contains("from spring"), "{shown}");
 
+    // A time range selects by when the record was dead-lettered.
+    let hour = std::time::Duration::from_secs(3600);
+    let now = std::time::SystemTime::now();
+    let (hour_ago, in_an_hour) =
+        (humantime::format_rfc3339_seconds(now - hour).to_string(), humantime::format_rfc3339_seconds(now + hour).to_string());
+    let count = |args: &[&str]| {
+        let o = kdeck().args(["dlq", "list", "-b", &brokers(), "--dlq", &dlq]).args(args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).lines().count()
+    };
+    assert_eq!(count(&["--since", &hour_ago]), 3);
+    assert_eq!(count(&["--since", &in_an_hour]), 0);
+    assert_eq!(count(&["--until", &hour_ago]), 0);
+    assert_eq!(count(&["--since", &hour_ago, "--until", &in_an_hour, "--source-topic", &source]), 3);
+
     // Only the Spring record matches a filter on its exception class.
     let filtered = kdeck()
         .args(["dlq", "list", "-b", &brokers(), "--dlq", &dlq, "--error", "IllegalState"])
