@@ -51,16 +51,31 @@ impl Drop for Tmux {
 /// Starts `kdeck demo` with its dashboard in a fresh tmux server; the pane stays
 /// open after kdeck exits and shows its exit status.
 fn start_demo(dir: &std::path::Path) -> Tmux {
+    let t = launch(dir, "");
+    t.wait("the dashboard", |s| s.contains("RUNNING") && s.contains("orders[5]"));
+    t
+}
+
+fn launch(dir: &std::path::Path, env: &str) -> Tmux {
     let t = Tmux { socket: unique("kdeck-tmux") };
     let command = format!(
-        "{} demo --rate 500 --log-file {} --audit {}; echo KDECK-EXIT=$?; sleep 600",
+        "{env} {} demo --rate 500 --log-file {} --audit {}; echo KDECK-EXIT=$?; sleep 600",
         env!("CARGO_BIN_EXE_kdeck"),
         dir.join("demo.log").display(),
         dir.join("audit.sqlite").display()
     );
     t.cmd(&["new-session", "-d", "-s", "kdeck", "-x", "160", "-y", "48", &command]);
-    t.wait("the dashboard", |s| s.contains("RUNNING") && s.contains("orders[5]"));
     t
+}
+
+#[test]
+fn a_panic_on_a_worker_thread_restores_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = launch(dir.path(), "KDECK_FAILPOINT=panic-worker");
+    let after = t.wait("kdeck to exit", |s| s.contains("KDECK-EXIT="));
+    assert!(after.contains("KDECK-EXIT=101"), "{after}");
+    assert!(after.contains("failpoint panic-worker"), "the panic is reported on the restored screen:\n{after}");
+    assert_eq!(t.cmd(&["display", "-p", "-t", "kdeck", "#{alternate_on}"]).trim(), "0");
 }
 
 #[test]

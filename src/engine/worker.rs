@@ -139,6 +139,7 @@ impl Worker {
             retry,
             dlq,
             parked: Vec::new(),
+            panic_failpoint: std::env::var("KDECK_FAILPOINT").is_ok_and(|f| f == "panic-worker"),
             done: Vec::with_capacity(MAX_BATCH),
             latencies_us: Vec::with_capacity(MAX_BATCH),
             blocked: false,
@@ -224,6 +225,9 @@ struct State {
     dlq: Arc<DeadLetterQueue>,
     /// In offset order.
     parked: Vec<Parked>,
+    /// Test failpoint (`KDECK_FAILPOINT=panic-worker`): the worker panics at its first
+    /// record, to prove the dashboard gives the terminal back whatever thread fails.
+    panic_failpoint: bool,
     /// Handled, not yet flushed and reported.
     done: Vec<i64>,
     latencies_us: Vec<u32>,
@@ -297,6 +301,9 @@ impl State {
     }
 
     fn take(&mut self, record: OwnedMessage) {
+        if self.panic_failpoint {
+            panic!("failpoint panic-worker: {}[{}]@{}", self.tp.0, self.tp.1, record.offset());
+        }
         if self.retry.ordering == RetryOrdering::Key {
             if let Some(earlier) = self.parked.iter().find(|p| p.record.key() == record.key()) {
                 let failure = Failure::retryable(
