@@ -96,6 +96,7 @@ pub fn pipeline(args: &PipelineArgs, file: &FileConfig, group: &str, brokers: &s
         },
         topic_formats,
         schema: args.schema.clone().or(file.schema.clone()),
+        schema_text: None,
         registry: args.schema_registry.clone().or(file.schema_registry.clone()),
         avro_schema: args.avro_schema.clone().or(file.avro_schema.clone()),
         reader_schema: args.reader_schema.clone().or(file.reader_schema.clone()),

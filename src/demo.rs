@@ -115,9 +115,7 @@ pub fn run(args: &DemoArgs, on_start: impl FnOnce(Arc<AtomicBool>) -> Result<()>
     if let Some(a) = &args.audit {
         config.audit_path = a.clone();
     }
-    let schema = crate::logging::default_dir().join("demo-order.schema.json");
-    std::fs::write(&schema, ORDER_SCHEMA).map_err(|e| anyhow!("cannot write {}: {e}", schema.display()))?;
-    let pipeline = Pipeline::new(&PipelineConfig { format: Format::Json, schema: Some(schema), ..Default::default() })
+    let pipeline = Pipeline::new(&PipelineConfig { format: Format::Json, schema_text: Some(ORDER_SCHEMA.into()), ..Default::default() })
         .map_err(anyhow::Error::msg)?;
     let inner = pipeline.factory();
     let handlers: HandlerFactory = Arc::new(move |t: &str, p: i32| {

@@ -71,7 +71,7 @@ fn launch(dir: &std::path::Path, env: &str) -> Tmux {
 #[test]
 fn a_panic_on_a_worker_thread_restores_the_terminal() {
     let dir = tempfile::tempdir().unwrap();
-    let t = launch(dir.path(), "KDECK_FAILPOINT=panic-worker");
+    let t = launch(dir.path(), "RUST_BACKTRACE=0 KDECK_FAILPOINT=panic-worker");
     let after = t.wait("kdeck to exit", |s| s.contains("KDECK-EXIT="));
     assert!(after.contains("KDECK-EXIT=101"), "{after}");
     assert!(after.contains("failpoint panic-worker"), "the panic is reported on the restored screen:\n{after}");

@@ -20,8 +20,9 @@ pub struct PipelineConfig {
     pub format: Format,
     /// Per-topic formats (from the config file) over `format`.
     pub topic_formats: HashMap<String, Format>,
-    /// JSON Schema every decoded value must satisfy.
+    /// JSON Schema every decoded value must satisfy: a file, or the schema itself.
     pub schema: Option<PathBuf>,
+    pub schema_text: Option<String>,
     pub registry: Option<String>,
     pub avro_schema: Option<PathBuf>,
     pub reader_schema: Option<PathBuf>,
@@ -39,6 +40,7 @@ impl Default for PipelineConfig {
             format: Format::Bytes,
             topic_formats: HashMap::new(),
             schema: None,
+            schema_text: None,
             registry: None,
             avro_schema: None,
             reader_schema: None,
@@ -71,12 +73,17 @@ impl Pipeline {
             apache_avro::Schema::parse_str(&read(p, "Avro schema")?)
                 .map_err(|e| format!("the Avro schema {} is not valid: {e}", p.display()))
         };
-        let validator = match &cfg.schema {
+        let schema = match (&cfg.schema, &cfg.schema_text) {
+            (Some(p), _) => Some((read(p, "JSON Schema")?, p.display().to_string())),
+            (None, Some(text)) => Some((text.clone(), "given".to_string())),
+            (None, None) => None,
+        };
+        let validator = match schema {
             None => None,
-            Some(p) => {
-                let v: serde_json::Value = serde_json::from_str(&read(p, "JSON Schema")?)
-                    .map_err(|e| format!("the JSON Schema {} is not JSON: {e}", p.display()))?;
-                Some(jsonschema::validator_for(&v).map_err(|e| format!("the JSON Schema {} is not valid: {e}", p.display()))?)
+            Some((text, name)) => {
+                let v: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| format!("the JSON Schema {name} is not JSON: {e}"))?;
+                Some(jsonschema::validator_for(&v).map_err(|e| format!("the JSON Schema {name} is not valid: {e}"))?)
             }
         };
         let proto_message = match (&cfg.proto_descriptor, &cfg.proto_message) {
