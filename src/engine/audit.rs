@@ -12,7 +12,6 @@ use serde_json::Value;
 
 pub struct Audit {
     conn: Mutex<Connection>,
-    path: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -56,11 +55,7 @@ impl Audit {
                 times INTEGER NOT NULL);",
         )
         .map_err(fail)?;
-        Ok(Audit { conn: Mutex::new(conn), path: path.to_path_buf() })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Audit { conn: Mutex::new(conn) })
     }
 
     pub fn record(&self, kind: &str, summary: &str, detail: &Value) -> Result<i64, String> {

@@ -708,10 +708,6 @@ impl Core {
         self.strategy == CommitStrategy::Eos && self.exactly_once.as_ref().is_some_and(|e| e.commits_offsets() && e.enabled())
     }
 
-    pub fn strategy(&self) -> CommitStrategy {
-        self.strategy
-    }
-
     pub fn in_flight(&self) -> usize {
         self.parts.values().map(|p| p.tracker.unfinished()).sum()
     }

@@ -27,19 +27,6 @@ impl fmt::Display for Stage {
     }
 }
 
-impl std::str::FromStr for Stage {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "decode" => Ok(Stage::Decode),
-            "validate" => Ok(Stage::Validate),
-            "handle" => Ok(Stage::Handle),
-            "sink" => Ok(Stage::Sink),
-            _ => Err(format!("unknown stage `{s}`")),
-        }
-    }
-}
-
 /// A failed attempt. Permanent failures go straight to the dead-letter topic;
 /// retryable ones are parked and tried again.
 #[derive(Debug, Clone, PartialEq, Eq)]
