@@ -321,7 +321,8 @@ fn an_aborted_transaction_is_invisible_and_processing_completes() {
 #[test]
 fn two_instances_with_one_transactional_id_fence_each_other_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
-    let (run, out) = setup_kafka("eos-fence", dir.path(), &["--transactional-id", "kdeck-fence-test", "--handler-delay", "50us"]);
+    // Slow enough (about 15 s of work) that b starts while a is still mid-stream.
+    let (run, out) = setup_kafka("eos-fence", dir.path(), &["--transactional-id", "kdeck-fence-test", "--handler-delay", "500us"]);
     let mut a = run.spawn("a");
     wait_until(Duration::from_secs(60), || run.committed() > 20_000);
     let mut b = run.spawn("b"); // same transactional id: its init fences a
