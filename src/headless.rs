@@ -63,7 +63,7 @@ pub fn status_line(s: &Snapshot) -> String {
         s.processed,
         s.failed,
         rate,
-        s.lag_total,
+        s.lag_total.map_or("?".to_string(), |l| l.to_string()),
         s.partitions.len(),
         paused,
         s.commit_strategy,

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Result};
 use kdeck_ui::intent::ReplayMode;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::cli::{AuditArgs, AuditCommand, DlqArgs, DlqCommand, DlqFilter, DlqSource};
@@ -66,10 +66,8 @@ pub fn dlq(args: &DlqArgs) -> Result<()> {
                 .ok_or_else(|| anyhow!("{}[{partition}] has no record at offset {offset}", source.dlq))?;
             println!("{}", describe(&m));
             println!("key: {}", lossy(m.key()).unwrap_or_else(|| "(none)".into()));
-            if let Some(h) = m.headers() {
-                for h in h.iter() {
-                    println!("header {}: {}", h.key, lossy(h.value).unwrap_or_else(|| "(null)".into()));
-                }
+            for (k, v) in crate::engine::headers::display(&crate::engine::headers::of(&m)) {
+                println!("header {k}: {v}");
             }
             println!("value:\n{}", preview(m.payload(), 4000));
             Ok(())
@@ -164,7 +162,14 @@ fn read(source: &DlqSource, filter: &DlqFilter) -> Result<Vec<OwnedMessage>> {
         if std::time::Instant::now() > deadline {
             bail!("reading {} did not reach its end within 60 s", source.dlq);
         }
-        let Some(m) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            // A topic written in transactions ends with a marker that is never
+            // delivered: the position, which moves past it, says the end is reached.
+            if filter.offset.is_none() {
+                remaining.retain(|p, end| position(&consumer, &source.dlq, *p).is_none_or(|pos| pos < *end));
+            }
+            continue;
+        };
         let m = m?.detach();
         let p = m.partition();
         if filter.offset.is_some() || remaining.get(&p).is_some_and(|end| m.offset() + 1 >= *end) {
@@ -179,17 +184,26 @@ fn read(source: &DlqSource, filter: &DlqFilter) -> Result<Vec<OwnedMessage>> {
     Ok(out)
 }
 
+/// The consumer's position in a partition: one past what it has delivered or skipped.
+fn position(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let tpl = consumer.position().ok()?;
+    match tpl.find_partition(topic, partition)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
 fn parse_time(s: &str) -> Result<i64> {
     let t = humantime::parse_rfc3339_weak(s).map_err(|_| anyhow!("`{s}` is not a time like 2026-11-26T10:00:00Z"))?;
     Ok(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64)
 }
 
 fn header<'a>(m: &'a OwnedMessage, key: &str) -> Option<&'a [u8]> {
-    m.headers().and_then(|h| h.iter().find(|h| h.key == key).and_then(|h| h.value))
+    crate::engine::headers::last(m, key)
 }
 
 fn pairs(m: &OwnedMessage) -> Vec<(String, Option<Vec<u8>>)> {
-    m.headers().map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect()).unwrap_or_default()
+    crate::engine::headers::pairs(m)
 }
 
 fn matches(m: &OwnedMessage, f: &DlqFilter, since: Option<i64>, until: Option<i64>) -> bool {

@@ -31,6 +31,10 @@ const HISTORY: usize = 300;
 const REBALANCE_HISTORY: usize = 50;
 const ERROR_HISTORY: usize = 50;
 const DEAD_LETTER_HISTORY: usize = 100;
+/// How often idle partitions are moved to the consumer's position.
+const CATCH_UP_EVERY: Duration = Duration::from_millis(100);
+/// How long an unanswered request to commit past transaction markers waits before it is repeated.
+const ADVANCE_RETRY: Duration = Duration::from_secs(5);
 
 /// Fixed facts about the engine, shown in the snapshot.
 #[derive(Debug, Clone, Default)]
@@ -52,6 +56,11 @@ struct Part {
     high_watermark: Option<i64>,
     /// End offset when assigned, for `--stop-at-end`.
     end_at_assign: Option<i64>,
+    /// Where consuming started: the first record received, or a start offset
+    /// kept outside Kafka.
+    start: Option<i64>,
+    /// The oldest offset retention has kept.
+    log_start: Option<i64>,
     initialized: bool,
     bp_since: Option<Instant>,
     /// What librdkafka was last told (it cannot be asked).
@@ -61,6 +70,9 @@ struct Part {
     rate: f64,
     /// Why the partition cannot advance (dead-letter writes failing).
     blocked: Option<String>,
+    /// The offset an exactly-once sink was last asked to commit with no records
+    /// (past transaction markers), and when.
+    advance_sent: Option<(i64, Instant)>,
 }
 
 impl Part {
@@ -120,11 +132,16 @@ pub struct Core {
     commit_failures: u64,
     finished_since_commit: u64,
     last_commit: Instant,
+    last_catch_up: Instant,
     throughput: VecDeque<ThroughputSample>,
     last_sample: (Instant, u64, u64, u64),
     started_at: SystemTime,
     /// Set when something happened that the screen should show at once.
     pub dirty: bool,
+    /// Why the engine must stop: a partition can never advance again (its worker died).
+    pub fatal: Option<String>,
+    /// With nothing committed, consuming starts at the log start (`auto.offset.reset=earliest`).
+    pub starts_at_log_start: bool,
 }
 
 impl Core {
@@ -183,10 +200,13 @@ impl Core {
             commit_failures: 0,
             finished_since_commit: 0,
             last_commit: Instant::now(),
+            last_catch_up: Instant::now(),
             throughput: VecDeque::new(),
             last_sample: (Instant::now(), 0, 0, 0),
             started_at: SystemTime::now(),
             dirty: true,
+            fatal: None,
+            starts_at_log_start: true,
         }
     }
 
@@ -218,6 +238,8 @@ impl Core {
                     committed: None,
                     high_watermark: None,
                     end_at_assign: None,
+                    start: *start,
+                    log_start: None,
                     initialized: false,
                     bp_since: None,
                     applied_pause: false,
@@ -225,6 +247,7 @@ impl Core {
                     processed_at_sample: 0,
                     rate: 0.0,
                     blocked: None,
+                    advance_sent: None,
                 },
             );
         }
@@ -335,6 +358,7 @@ impl Core {
                 continue;
             };
             self.consumed += 1;
+            part.start.get_or_insert(record.offset());
             part.tracker.received(record.offset());
             part.position = Some(record.offset() + 1);
             if !part.stash.is_empty() {
@@ -355,6 +379,30 @@ impl Core {
         }
         let offsets: Vec<(Tp, i64)> = next.into_iter().collect();
         self.send_commit(consumer, &offsets, KCommitMode::Sync);
+    }
+
+    /// Partitions with nothing in flight are finished up to the consumer's position.
+    /// It runs ahead of the last record delivered where librdkafka skipped what is
+    /// never delivered (transaction markers; aborted records under read_committed).
+    pub fn catch_up_idle(&mut self, consumer: &KConsumer) {
+        if self.last_catch_up.elapsed() < CATCH_UP_EVERY || !self.parts.values().any(|p| p.tracker.unfinished() == 0) {
+            return;
+        }
+        self.last_catch_up = Instant::now();
+        let positions = match consumer.position() {
+            Ok(p) => p,
+            Err(e) => return tracing::debug!("reading positions failed: {e}"),
+        };
+        for e in positions.elements() {
+            let (Offset::Offset(pos), Some(part)) = (e.offset(), self.parts.get_mut(&(e.topic().to_string(), e.partition())))
+            else {
+                continue;
+            };
+            part.position = part.position.max(Some(pos));
+            if part.tracker.caught_up_to(pos) {
+                self.dirty = true;
+            }
+        }
     }
 
     /// Moves stashed records into worker queues as room frees up.
@@ -391,8 +439,12 @@ impl Core {
         }
         while let Ok(ev) = self.events_rx.try_recv() {
             match ev {
-                WorkerEvent::Finished { tp, offsets, latencies_us } => {
+                WorkerEvent::Finished { tp, offsets, latencies_us, flushed_to } => {
                     self.latencies_us.extend(latencies_us);
+                    if self.sink_commits_offsets() {
+                        // The flush's transaction committed this offset with its outputs.
+                        self.apply_committed(std::iter::once((tp.clone(), flushed_to)));
+                    }
                     let Some(part) = self.parts.get_mut(&tp) else { continue };
                     for o in &offsets {
                         if part.tracker.finished(*o) {
@@ -420,6 +472,16 @@ impl Core {
                     }
                     self.dead_letters.push_front(view);
                     self.dirty = true;
+                }
+                WorkerEvent::Died { tp, reason } => {
+                    let message = format!("{} cannot advance: {reason}; nothing past it is committed", tp_name(&tp));
+                    tracing::error!("{message}");
+                    self.record_error("worker", message.clone());
+                    self.fatal.get_or_insert(message);
+                    if let Some(part) = self.parts.get_mut(&tp) {
+                        part.blocked = Some(reason);
+                        blocked_changed = true;
+                    }
                 }
                 WorkerEvent::Blocked { tp, reason } => {
                     if let Some(r) = &reason {
@@ -470,8 +532,17 @@ impl Core {
         self.finished_since_commit = 0;
         self.last_commit = Instant::now();
         if self.sink_commits_offsets() {
-            // Each finished batch's transaction already committed its offsets.
-            self.apply_committed(offsets.into_iter());
+            // Each finished batch's transaction committed its offsets already. What
+            // is left is progress without records (past transaction markers): the
+            // idle partition's worker commits it in a transaction of its own.
+            for (tp, w) in offsets {
+                let Some(part) = self.parts.get_mut(&tp) else { continue };
+                let asked = part.advance_sent.is_some_and(|(o, at)| o == w && at.elapsed() < ADVANCE_RETRY);
+                if part.tracker.unfinished() == 0 && !asked && only.is_none() {
+                    part.worker.command(WorkerCommand::Advance(w));
+                    part.advance_sent = Some((w, Instant::now()));
+                }
+            }
             return;
         }
         let mode = match mode {
@@ -571,6 +642,10 @@ impl Core {
         let (action, offset) = match cmd {
             WorkerCommand::RetryNow(o) => ("retry_now", o),
             WorkerCommand::DeadLetterNow(o) => ("dead_letter_now", o),
+            WorkerCommand::Advance(_) => {
+                part.worker.command(cmd);
+                return true;
+            }
         };
         self.audit.note("action", &format!("{action} {}@{offset}", tp_name(tp)), &json!({"action": action, "partition": tp_name(tp), "offset": offset}));
         part.worker.command(cmd);
@@ -776,10 +851,7 @@ impl Core {
                 if let Some((lo, hi)) = ends {
                     part.end_at_assign = Some(hi);
                     part.high_watermark = part.high_watermark.max(Some(hi));
-                    // An empty partition (or one emptied by retention) is at its end already.
-                    if lo >= hi {
-                        part.committed = part.committed.max(Some(hi));
-                    }
+                    part.log_start = part.log_start.max(Some(lo));
                 }
                 part.initialized = true;
             }
@@ -793,9 +865,10 @@ impl Core {
         self.stop_at_end
             && !self.parts.is_empty()
             && self.rebalance_state == RebalanceState::Stable
-            && self.parts.values().all(|p| match (p.end_at_assign, p.committed) {
-                (Some(end), Some(c)) => c >= end,
-                _ => false,
+            && self.parts.values().all(|p| match p.end_at_assign {
+                // An empty partition (or one emptied by retention) is at its end already.
+                Some(end) => p.committed.is_some_and(|c| c >= end) || p.log_start.is_some_and(|lo| lo >= end),
+                None => false,
             })
     }
 
@@ -803,6 +876,11 @@ impl Core {
         for (t, p, hi) in stats.high_watermarks() {
             if let Some(part) = self.parts.get_mut(&(t.to_string(), p)) {
                 part.high_watermark = Some(hi);
+            }
+        }
+        for (t, p, lo) in stats.log_starts() {
+            if let Some(part) = self.parts.get_mut(&(t.to_string(), p)) {
+                part.log_start = Some(lo);
             }
         }
         if let Some(g) = &stats.cgrp {
@@ -882,11 +960,8 @@ impl Core {
                 };
                 // Statistics arrive once a second; the end is at least what we have read.
                 let high_watermark = p.high_watermark.max(p.position);
-                let base = p.committed.or(p.position);
-                let lag = match (high_watermark, base) {
-                    (Some(h), Some(b)) => (h - b).max(0),
-                    _ => 0,
-                };
+                let start = p.start.or(p.log_start.filter(|_| self.starts_at_log_start));
+                let lag = lag(high_watermark, p.committed, start);
                 PartitionView {
                     topic: tp.0.clone(),
                     partition: tp.1,
@@ -956,6 +1031,12 @@ impl Core {
     }
 }
 
+/// What a restart would have to read again: end − committed; with nothing
+/// committed, end − where consuming started. Unknown (None) while either is.
+fn lag(end: Option<i64>, committed: Option<i64>, start: Option<i64>) -> Option<i64> {
+    Some((end? - committed.or(start)?).max(0))
+}
+
 /// Strategies whose promise differs for records already received: switching to
 /// them waits until those have finished under the old one.
 fn drains(s: CommitStrategy) -> bool {
@@ -968,4 +1049,20 @@ pub fn tp_name(tp: &Tp) -> String {
 
 pub fn ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lag;
+
+    #[test]
+    fn lag_counts_from_the_committed_offset_else_from_where_consuming_started() {
+        assert_eq!(lag(Some(100), Some(90), Some(0)), Some(10));
+        assert_eq!(lag(Some(100), None, Some(0)), Some(100), "nothing committed: never 0 while records wait");
+        assert_eq!(lag(Some(100), None, Some(40)), Some(60));
+        assert_eq!(lag(Some(100), Some(100), None), Some(0));
+        assert_eq!(lag(None, Some(5), Some(0)), None, "end unknown");
+        assert_eq!(lag(Some(100), None, None), None, "start unknown");
+        assert_eq!(lag(Some(10), Some(12), None), Some(0), "statistics lag behind a commit");
+    }
 }

@@ -11,6 +11,7 @@ pub mod context;
 pub mod core;
 pub mod dlq;
 pub mod handler;
+pub mod headers;
 pub mod offsets;
 pub mod pipeline;
 pub mod replay;
@@ -260,7 +261,12 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
         .map_err(|e| anyhow!("{}", describe_client_error(e)))?;
 
     check_cluster(&consumer, &config)?;
-    core.lock().unwrap().commit_queue = Some(commit_queue::CommitQueue::new(&consumer));
+    {
+        let mut c = core.lock().unwrap();
+        c.commit_queue = Some(commit_queue::CommitQueue::new(&consumer));
+        c.starts_at_log_start =
+            config.property("auto.offset.reset").is_none_or(|v| matches!(v, "earliest" | "smallest" | "beginning"));
+    }
     match &config.subscription {
         Subscription::Topics(topics) => {
             let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -344,7 +350,7 @@ fn poll_loop(
     let mut last_publish = Instant::now();
     let mut batch = Vec::with_capacity(MAX_POLL_BATCH);
     // The last word is the state at the final commit, before the group is left.
-    let last = loop {
+    let (last, fatal) = loop {
         // Poll without the core lock: callbacks (rebalance, commit, stats) take it.
         batch.clear();
         let mut timeout = POLL_TIMEOUT;
@@ -366,14 +372,15 @@ fn poll_loop(
         c.drain_events_and_block(&consumer);
         c.collect_commit_outcomes();
         c.init_partitions(&consumer);
+        c.catch_up_idle(&consumer);
 
         while let Ok(cmd) = commands.try_recv() {
             apply(&mut c, &consumer, cmd, &shutdown);
         }
-        if shutdown.load(Ordering::SeqCst) || c.at_end() {
+        if shutdown.load(Ordering::SeqCst) || c.at_end() || c.fatal.is_some() {
             tracing::info!("shutting down: finishing the records in hand");
             c.drain(&consumer, drain_timeout);
-            break c.snapshot(true);
+            break (c.snapshot(true), c.fatal.clone());
         }
         c.apply_backpressure(&consumer);
         c.maybe_finish_strategy_switch(&consumer);
@@ -393,7 +400,11 @@ fn poll_loop(
     drop(consumer);
     let _ = snapshots.send(Arc::new(last));
     tracing::info!("engine stopped");
-    Ok(())
+    match fatal {
+        // Processing cannot go on: stop, so a supervisor (or the operator) sees the failure.
+        Some(why) => Err(anyhow!("stopped: {why}")),
+        None => Ok(()),
+    }
 }
 
 fn apply(core: &mut Core, consumer: &KConsumer, cmd: Command, shutdown: &AtomicBool) {

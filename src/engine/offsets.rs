@@ -39,6 +39,19 @@ impl OffsetTracker {
         }
     }
 
+    /// Everything below `position` (the consumer's position: one past the last
+    /// record delivered, or past the transaction markers and aborted records it
+    /// skipped) is done when nothing received is still unfinished. Those skipped
+    /// offsets are never delivered, so without this the watermark would stop
+    /// short of them for ever.
+    pub fn caught_up_to(&mut self, position: i64) -> bool {
+        if self.pending.is_empty() && self.watermark.is_none_or(|w| position > w) {
+            self.watermark = Some(position);
+            return true;
+        }
+        false
+    }
+
     /// Marks a received record finished and advances the watermark over the finished prefix.
     /// Returns false when the offset was never received (ignored).
     pub fn finished(&mut self, offset: i64) -> bool {
@@ -116,6 +129,27 @@ mod tests {
         assert!(!t.finished(1));
         assert_eq!(t.watermark(), Some(2));
         assert_eq!(t.unfinished(), 0);
+    }
+
+    #[test]
+    fn an_idle_partition_is_done_up_to_its_position_past_transaction_markers() {
+        let mut t = OffsetTracker::default();
+        for o in 0..3 {
+            t.received(o);
+        }
+        // offset 3 is a commit marker: never delivered, but the position moves past it.
+        assert!(!t.caught_up_to(4), "records still in flight hold the watermark");
+        for o in 0..3 {
+            t.finished(o);
+        }
+        assert_eq!(t.watermark(), Some(3));
+        assert!(t.caught_up_to(4));
+        assert_eq!(t.watermark(), Some(4));
+        assert!(!t.caught_up_to(4), "no change, nothing to report");
+        assert!(!t.caught_up_to(2), "a position never moves the watermark back");
+        assert_eq!(t.watermark(), Some(4));
+        t.received(4);
+        assert!(!t.caught_up_to(5));
     }
 
     #[test]

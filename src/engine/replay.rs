@@ -3,12 +3,12 @@
 //! replay is audited; replaying a record that was replayed before needs `force`.
 
 use kdeck_ui::intent::ReplayMode;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::Timestamp;
 use serde_json::{json, Value};
 
 use super::audit::Audit;
-use super::dlq::headers::{is_dead_letter_header, source_of, SourceRef};
+use super::dlq::headers::{source_of, SourceRef};
 use super::dlq::Producer;
 use super::handler::HandlerFactory;
 
@@ -45,12 +45,19 @@ impl ReplayTarget {
             error: d["error"]["message"].as_str().map(String::from),
             convention: "kdeck",
         };
-        let mut headers = OwnedHeaders::new();
-        if let Some(h) = d["headers"].as_object() {
-            for (k, v) in h {
-                headers = headers.insert(Header { key: k, value: v.as_str().map(str::as_bytes) });
+        // The exact bytes where the text form was not exact.
+        let headers = match super::headers::from_base64(&d["headers_b64"]) {
+            Some(exact) => super::headers::build(exact.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))),
+            None => {
+                let mut headers = OwnedHeaders::new();
+                if let Some(h) = d["headers"].as_object() {
+                    for (k, v) in h {
+                        headers = headers.insert(Header { key: k, value: v.as_str().map(str::as_bytes) });
+                    }
+                }
+                headers
             }
-        }
+        };
         let ts = src["timestamp"].as_i64().map_or(Timestamp::NotAvailable, Timestamp::CreateTime);
         let record = OwnedMessage::new(
             decode_b64(&d["value_b64"])?,
@@ -68,17 +75,11 @@ impl ReplayTarget {
 
     /// From a record read off a dead-letter topic (kdeck's or another tool's).
     pub fn from_dlq_record(m: &OwnedMessage) -> Result<ReplayTarget, String> {
-        let pairs: Vec<(String, Option<Vec<u8>>)> = m
-            .headers()
-            .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
-            .unwrap_or_default();
+        let pairs = super::headers::pairs(m);
         let source = source_of(&pairs).ok_or_else(|| {
             format!("{}[{}]@{} names no source topic (no kdeck, Spring, Karafka or Connect headers)", m.topic(), m.partition(), m.offset())
         })?;
-        let mut headers = OwnedHeaders::new();
-        for (k, v) in pairs.iter().filter(|(k, _)| !is_dead_letter_header(k)) {
-            headers = headers.insert(Header { key: k, value: v.as_deref() });
-        }
+        let headers = super::headers::without(m, super::dlq::headers::is_dead_letter_header_bytes);
         let record = OwnedMessage::new(
             m.payload().map(<[u8]>::to_vec),
             m.key().map(<[u8]>::to_vec),

@@ -57,12 +57,18 @@ impl Stats {
 
     /// (topic, partition, high watermark) for every real partition (librdkafka lists a `-1` one).
     pub fn high_watermarks(&self) -> impl Iterator<Item = (&str, i32, i64)> {
-        self.topics.iter().flat_map(|(t, ts)| {
-            ts.partitions
-                .values()
-                .filter(|p| p.partition >= 0 && p.hi_offset >= 0)
-                .map(move |p| (t.as_str(), p.partition, p.hi_offset))
-        })
+        self.partitions().filter(|(_, p)| p.hi_offset >= 0).map(|(t, p)| (t, p.partition, p.hi_offset))
+    }
+
+    /// Log start offsets (the oldest record retention has kept).
+    pub fn log_starts(&self) -> impl Iterator<Item = (&str, i32, i64)> {
+        self.partitions().filter(|(_, p)| p.lo_offset >= 0).map(|(t, p)| (t, p.partition, p.lo_offset))
+    }
+
+    fn partitions(&self) -> impl Iterator<Item = (&str, &PartitionStats)> {
+        self.topics
+            .iter()
+            .flat_map(|(t, ts)| ts.partitions.values().filter(|p| p.partition >= 0).map(move |p| (t.as_str(), p)))
     }
 
     /// True when every real broker connection is down (bootstrap entries have node id -1).

@@ -22,7 +22,9 @@ use super::Tp;
 pub enum WorkerEvent {
     /// These records finished (handled and flushed, or acknowledged by the dead-letter topic),
     /// with the handling time of those that were handled successfully.
-    Finished { tp: Tp, offsets: Vec<i64>, latencies_us: Vec<u32> },
+    /// `flushed_to` is the partition's next offset given to that flush (an
+    /// exactly-once sink committed it in the same transaction).
+    Finished { tp: Tp, offsets: Vec<i64>, latencies_us: Vec<u32>, flushed_to: i64 },
     /// An attempt failed.
     Failed { tp: Tp, offset: i64, failure: Failure },
     /// A record entered (or was updated in) the retry queue.
@@ -32,6 +34,8 @@ pub enum WorkerEvent {
     DeadLettered { tp: Tp, view: DeadLetterView },
     /// Dead-letter writes fail (Some) or work again (None): the partition cannot advance meanwhile.
     Blocked { tp: Tp, reason: Option<String> },
+    /// The worker thread panicked (a bug): the partition can never advance.
+    Died { tp: Tp, reason: String },
 }
 
 /// Operator commands for a parked record.
@@ -39,6 +43,10 @@ pub enum WorkerEvent {
 pub enum WorkerCommand {
     RetryNow(i64),
     DeadLetterNow(i64),
+    /// Everything below this offset is finished though no record of it is in
+    /// hand (transaction markers, aborted records): flush that progress alone,
+    /// so a sink that commits offsets in its transactions moves past them.
+    Advance(i64),
 }
 
 /// Which later records a parked record holds back.
@@ -128,6 +136,7 @@ impl Worker {
         let hold = Arc::new(AtomicBool::new(false));
         let (exit_tx, exited) = crossbeam_channel::bounded::<()>(0);
         let rx_len = rx.clone();
+        let (died_tx, died_tp) = (events.clone(), tp.clone());
         let mut state = State {
             tp: tp.clone(),
             handler,
@@ -143,12 +152,23 @@ impl Worker {
             done: Vec::with_capacity(MAX_BATCH),
             latencies_us: Vec::with_capacity(MAX_BATCH),
             blocked: false,
+            current: None,
         };
         let thread = std::thread::Builder::new()
             .name(format!("kdeck-{}-{}", tp.0, tp.1))
             .spawn(move || {
                 let _exit = exit_tx; // dropped when the thread ends: wakes `wait`
-                state.run();
+                // A panic must never end a partition's processing silently.
+                if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.run())) {
+                    let message = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "unknown panic".into());
+                    let at = state.current.map(|o| format!(" at offset {o}")).unwrap_or_default();
+                    let reason = format!("its worker crashed{at}: {message}");
+                    let _ = died_tx.send(WorkerEvent::Died { tp: died_tp, reason });
+                }
             })
             .expect("spawn worker thread");
         Worker { tx: Some(tx), rx_len, commands, stop, hold, exited, thread: Some(thread) }
@@ -232,6 +252,8 @@ struct State {
     done: Vec<i64>,
     latencies_us: Vec<u32>,
     blocked: bool,
+    /// The record being handled, for the report if the worker dies.
+    current: Option<i64>,
 }
 
 impl State {
@@ -301,6 +323,7 @@ impl State {
     }
 
     fn take(&mut self, record: OwnedMessage) {
+        self.current = Some(record.offset());
         if self.panic_failpoint {
             panic!("failpoint panic-worker: {}[{}]@{}", self.tp.0, self.tp.1, record.offset());
         }
@@ -319,6 +342,7 @@ impl State {
 
     /// Runs the handler; `was_parked` when the record comes out of the retry queue.
     fn attempt(&mut self, record: OwnedMessage, attempts: u32, was_parked: bool) {
+        self.current = Some(record.offset());
         let started = Instant::now();
         match self.handler.handle(&record) {
             Ok(()) => {
@@ -419,17 +443,45 @@ impl State {
     }
 
     fn apply(&mut self, cmd: WorkerCommand) {
-        let (WorkerCommand::RetryNow(offset) | WorkerCommand::DeadLetterNow(offset)) = cmd;
-        let Some(i) = self.parked.iter().position(|p| p.record.offset() == offset) else { return };
+        let parked_at = |parked: &[Parked], offset| parked.iter().position(|p| p.record.offset() == offset);
         match cmd {
-            WorkerCommand::RetryNow(_) => self.parked[i].due = Some(Instant::now()),
-            WorkerCommand::DeadLetterNow(_) => {
-                let p = self.parked.remove(i);
-                let failure = Failure {
-                    message: format!("{} (sent to the dead-letter topic by the operator)", p.failure.message),
-                    ..p.failure
-                };
-                self.dead_letter(p.record, failure, p.attempts, true);
+            WorkerCommand::Advance(next_offset) => self.advance(next_offset),
+            WorkerCommand::RetryNow(offset) => {
+                if let Some(i) = parked_at(&self.parked, offset) {
+                    self.parked[i].due = Some(Instant::now());
+                }
+            }
+            WorkerCommand::DeadLetterNow(offset) => {
+                if let Some(i) = parked_at(&self.parked, offset) {
+                    let p = self.parked.remove(i);
+                    let failure = Failure {
+                        message: format!("{} (sent to the dead-letter topic by the operator)", p.failure.message),
+                        ..p.failure
+                    };
+                    self.dead_letter(p.record, failure, p.attempts, true);
+                }
+            }
+        }
+    }
+
+    /// Flushes `next_offset` with no records. Only when nothing handled waits for a
+    /// flush: those records' outputs must share a transaction with their own offset.
+    /// A failure is reported and left to the engine to ask again.
+    fn advance(&mut self, next_offset: i64) {
+        if !self.done.is_empty() || self.parked.first().is_some_and(|p| p.record.offset() < next_offset) {
+            return;
+        }
+        let progress = Progress { topic: &self.tp.0, partition: self.tp.1, next_offset };
+        match self.handler.flush(Some(&progress)) {
+            Ok(()) => self.emit(WorkerEvent::Finished {
+                tp: self.tp.clone(),
+                offsets: Vec::new(),
+                latencies_us: Vec::new(),
+                flushed_to: next_offset,
+            }),
+            Err(failure) => {
+                let failure = Failure { stage: Stage::Sink, ..failure };
+                self.emit(WorkerEvent::Failed { tp: self.tp.clone(), offset: next_offset, failure });
             }
         }
     }
@@ -453,7 +505,7 @@ impl State {
         }
         let offsets = std::mem::replace(&mut self.done, Vec::with_capacity(MAX_BATCH));
         let latencies_us = std::mem::replace(&mut self.latencies_us, Vec::with_capacity(MAX_BATCH));
-        self.emit(WorkerEvent::Finished { tp: self.tp.clone(), offsets, latencies_us });
+        self.emit(WorkerEvent::Finished { tp: self.tp.clone(), offsets, latencies_us, flushed_to: next_offset });
         true
     }
 

@@ -322,3 +322,34 @@ pub fn sqlite_rows(path: &Path, topic: &str) -> BTreeMap<(i32, i64), String> {
     let rows = st.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?))).unwrap();
     rows.map(|r| r.unwrap()).collect()
 }
+
+/// Produces transactions to partition 0 of `topic` with an rdkafka transactional
+/// producer (as Kafka Streams or Flink would): for each (records, commit) one
+/// transaction of `records` JSON values `{"n": i}`, committed or aborted. Each
+/// transaction leaves a marker that takes an offset and is never delivered.
+pub fn produce_transactions(topic: &str, transactions: &[(usize, bool)]) {
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    let p: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("transactional.id", unique("txn-producer"))
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(30);
+    p.init_transactions(timeout).unwrap();
+    let mut n = 0;
+    for &(records, commit) in transactions {
+        p.begin_transaction().unwrap();
+        for _ in 0..records {
+            let value = format!("{{\"n\":{n}}}");
+            let key = format!("key-{n}");
+            p.send(BaseRecord::to(topic).partition(0).key(&key).payload(&value)).map_err(|(e, _)| e).unwrap();
+            n += 1;
+        }
+        p.flush(timeout).unwrap();
+        if commit {
+            p.commit_transaction(timeout).unwrap();
+        } else {
+            p.abort_transaction(timeout).unwrap();
+        }
+    }
+}

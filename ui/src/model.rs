@@ -27,8 +27,8 @@ pub struct Snapshot {
     pub failed: u64,
     pub commits: u64,
     pub commit_failures: u64,
-    /// Sum over assigned partitions of `lag`.
-    pub lag_total: i64,
+    /// Sum over assigned partitions of `lag`; None while any of them is unknown.
+    pub lag_total: Option<i64>,
     pub partitions: Vec<PartitionView>,
     pub rebalance_state: RebalanceState,
     /// Newest last, bounded.
@@ -163,8 +163,10 @@ pub struct PartitionView {
     /// Everything below this offset has finished processing.
     pub finished: Option<i64>,
     pub high_watermark: Option<i64>,
-    /// `high_watermark - committed` (what a restart would have to read again).
-    pub lag: i64,
+    /// `high_watermark - committed` (what a restart would have to read again);
+    /// with nothing committed, `high_watermark -` where consuming started. None
+    /// while either end is unknown.
+    pub lag: Option<i64>,
     /// Records waiting in this partition's worker queue.
     pub queued: usize,
     /// Records received but not yet finished (queued + being processed).

@@ -24,7 +24,7 @@ fn partition(p: i32, state: PartitionState, lag: i64) -> PartitionView {
         committed: Some(1000 + p as i64 - lag),
         finished: Some(1000 + p as i64),
         high_watermark: Some(1000 + p as i64 + 5),
-        lag,
+        lag: Some(lag),
         queued: 3,
         in_flight: 4,
         rate: 120.0,
@@ -50,7 +50,7 @@ fn fixture() -> Snapshot {
         failed: 42,
         commits: 130,
         commit_failures: 0,
-        lag_total: 340,
+        lag_total: Some(340),
         partitions: vec![
             partition(0, PartitionState::Active, 20),
             partition(1, PartitionState::PausedByOperator, 300),

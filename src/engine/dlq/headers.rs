@@ -87,6 +87,11 @@ fn number(v: &[u8]) -> Option<i64> {
     }
 }
 
+/// `is_dead_letter_header` for a key that may not be UTF-8 (then it is not one).
+pub fn is_dead_letter_header_bytes(key: &[u8]) -> bool {
+    std::str::from_utf8(key).is_ok_and(is_dead_letter_header)
+}
+
 /// True for headers a dead-letter writer added (dropped when a record is replayed or dead-lettered again).
 pub fn is_dead_letter_header(key: &str) -> bool {
     key.starts_with("kdeck.source.")

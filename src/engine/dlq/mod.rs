@@ -11,14 +11,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kdeck_ui::model::DeadLetterView;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use serde_json::json;
 
 use self::headers::*;
 use super::audit::Audit;
 use super::handler::Failure;
-use super::sink::{base64, headers_json, lossy};
+use super::sink::{base64, lossy};
 
 type Delivered = Result<(i32, i64), String>;
 
@@ -174,12 +174,8 @@ impl DeadLetterQueue {
     /// ones, then where it came from and why it failed).
     pub fn letter(&self, record: &OwnedMessage, failure: &Failure, attempts: u32) -> Letter {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-        let mut headers = OwnedHeaders::new();
-        if let Some(h) = record.headers() {
-            for h in h.iter().filter(|h| !is_dead_letter_header(h.key)) {
-                headers = headers.insert(Header { key: h.key, value: h.value });
-            }
-        }
+        // The original headers byte for byte, less an earlier dead-letter's.
+        let mut headers = super::headers::without(record, is_dead_letter_header_bytes);
         let ts = record.timestamp().to_millis().unwrap_or(-1).to_string();
         let fields = [
             (SOURCE_TOPIC, record.topic().to_string()),
@@ -203,7 +199,8 @@ impl DeadLetterQueue {
     /// a position of -1 is not known yet.
     pub fn sent(&self, record: &OwnedMessage, failure: &Failure, attempts: u32, letter: &Letter, dlq_partition: i32, dlq_offset: i64) -> DeadLetterView {
         let (now, dlq_topic) = (letter.at_ms, letter.topic.clone());
-        let detail = json!({
+        let raw = super::headers::of(record);
+        let mut detail = json!({
             "source": {"topic": record.topic(), "partition": record.partition(), "offset": record.offset(),
                        "timestamp": record.timestamp().to_millis(), "group": self.group},
             "dlq": {"topic": dlq_topic, "partition": dlq_partition, "offset": dlq_offset},
@@ -212,8 +209,11 @@ impl DeadLetterQueue {
             "value_b64": record.payload().map(base64),
             "key": lossy(record.key()),
             "value_preview": lossy(record.payload().map(|p| &p[..p.len().min(4096)])),
-            "headers": headers_json(record),
+            "headers": super::headers::to_json(&raw),
         });
+        if !super::headers::all_text(&raw) {
+            detail["headers_b64"] = super::headers::to_base64(&raw);
+        }
         let summary = format!(
             "{}[{}]@{} -> {dlq_topic}[{dlq_partition}]@{dlq_offset}: {}",
             record.topic(),
@@ -237,7 +237,7 @@ impl DeadLetterQueue {
             dlq_partition,
             dlq_offset,
             audit_id,
-            headers: headers_json(record).into_iter().map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string())).collect(),
+            headers: super::headers::display(&raw),
             value_preview: preview(record.payload(), 2048),
         }
     }

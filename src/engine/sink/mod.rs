@@ -9,7 +9,7 @@ mod sqlite;
 use std::path::PathBuf;
 
 use base64::Engine as _;
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use serde_json::Value;
 
 use super::handler::{Failure, Progress};
@@ -177,24 +177,28 @@ pub fn lossy(b: Option<&[u8]>) -> Option<String> {
     b.map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
+/// The record's headers as a JSON object of text (see `headers::to_json`).
 pub fn headers_json(record: &OwnedMessage) -> serde_json::Map<String, Value> {
-    record
-        .headers()
-        .map(|h| h.iter().map(|h| (h.key.to_string(), lossy(h.value).into())).collect())
-        .unwrap_or_default()
+    super::headers::to_json(&super::headers::of(record))
 }
 
-/// A record as JSON, with `value` the decoded value.
+/// A record as JSON, with `value` the decoded value. Headers are text; when a
+/// key or value is not UTF-8, `headers_b64` holds them all exactly.
 pub fn record_json(record: &OwnedMessage, value: &Value) -> Value {
-    serde_json::json!({
+    let raw = super::headers::of(record);
+    let mut json = serde_json::json!({
         "topic": record.topic(),
         "partition": record.partition(),
         "offset": record.offset(),
         "key": lossy(record.key()),
         "value": value,
         "timestamp": record.timestamp().to_millis(),
-        "headers": headers_json(record),
-    })
+        "headers": super::headers::to_json(&raw),
+    });
+    if !super::headers::all_text(&raw) {
+        json["headers_b64"] = super::headers::to_base64(&raw);
+    }
+    json
 }
 
 pub fn base64(b: &[u8]) -> String {

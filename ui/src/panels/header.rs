@@ -46,7 +46,7 @@ pub fn render(frame: &mut Frame, area: Rect, s: &Snapshot) {
         label("dead"),
         value(s.dead_lettered.to_string()),
         label("lag"),
-        value(s.lag_total.to_string()),
+        value(s.lag_total.map_or("?".to_string(), |l| l.to_string())),
     ];
     if let Some(e) = s.eos.as_ref().filter(|e| e.enabled) {
         second.push(label("eos"));

@@ -15,16 +15,17 @@ const BAR: usize = 12;
 pub fn render(frame: &mut Frame, area: Rect, app: &App, s: &Snapshot) {
     let narrow = area.width < 90;
     let rows = app.partitions(s);
-    let max_lag = rows.iter().map(|p| p.lag).max().unwrap_or(0).max(1);
+    let max_lag = rows.iter().filter_map(|p| p.lag).max().unwrap_or(0).max(1);
     let opt = |o: Option<i64>| o.map_or("-".to_string(), |v| v.to_string());
     let selected = app.selected(Panel::Partitions);
     let table_rows: Vec<Row> = rows
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let filled = ((p.lag as f64 / max_lag as f64) * BAR as f64).ceil() as usize;
+            let lag = p.lag.unwrap_or(0);
+            let filled = ((lag as f64 / max_lag as f64) * BAR as f64).ceil() as usize;
             let bar = Line::from(vec![
-                Span::styled("█".repeat(filled.min(BAR)), if p.lag > 0 { Style::default().fg(ratatui::style::Color::Yellow) } else { Style::default() }),
+                Span::styled("█".repeat(filled.min(BAR)), if lag > 0 { Style::default().fg(ratatui::style::Color::Yellow) } else { Style::default() }),
                 Span::styled("·".repeat(BAR - filled.min(BAR)), style::dim()),
             ]);
             let state = style::partition_label(p.state).to_string();
@@ -34,7 +35,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, s: &Snapshot) {
                 Cell::from(opt(p.position)),
                 Cell::from(opt(p.committed)),
                 Cell::from(opt(p.high_watermark)),
-                Cell::from(p.lag.to_string()),
+                Cell::from(p.lag.map_or("?".to_string(), |l| l.to_string())),
                 Cell::from(bar),
                 Cell::from(time::count(p.rate)),
                 Cell::from(p.queued.to_string()),
