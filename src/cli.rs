@@ -196,7 +196,7 @@ pub struct RunArgs {
     /// TOML file with the same keys as these options (and a [properties] table for librdkafka).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// per-message | batch:N | interval:DURATION | at-most-once (default batch:1000).
+    /// per-message | batch:N | interval:DURATION | at-most-once | eos (exactly-once, with --sink sqlite: or kafka:; default batch:1000).
     #[arg(long)]
     pub commit: Option<String>,
     #[command(flatten)]
@@ -204,6 +204,11 @@ pub struct RunArgs {
     /// Per-partition queue size: back-pressure pauses a partition when it fills (default 10000).
     #[arg(long)]
     pub max_queue: Option<usize>,
+    /// Memory for records kdeck holds, all partitions together: librdkafka's
+    /// prefetch and fetches (half) and kdeck's queues and parked records (half)
+    /// (default 64MiB).
+    #[arg(long)]
+    pub max_queue_bytes: Option<String>,
     /// How long shutdown waits for in-flight records (default 10s).
     #[arg(long)]
     pub drain_timeout: Option<String>,

@@ -25,6 +25,7 @@ pub struct FileConfig {
     pub sink: Option<String>,
     pub handler_delay: Option<String>,
     pub max_queue: Option<usize>,
+    pub max_queue_bytes: Option<String>,
     pub drain_timeout: Option<String>,
     pub connect_timeout: Option<String>,
     pub log_file: Option<PathBuf>,
@@ -124,6 +125,29 @@ pub fn pipeline(args: &PipelineArgs, file: &FileConfig, group: &str, brokers: &s
     })
 }
 
+/// librdkafka properties that kdeck's guarantees rest on: overriding them would
+/// commit or skip records kdeck has not finished, so they are refused.
+fn guard_properties(properties: &[(String, String)], commit: CommitStrategy) -> Result<()> {
+    for (k, v) in properties {
+        let value = v.trim().to_ascii_lowercase();
+        let why = match k.as_str() {
+            "enable.auto.commit" if value != "false" => {
+                "librdkafka would commit offsets of records kdeck has not finished; kdeck commits them itself (choose when with --commit)"
+            }
+            "enable.auto.offset.store" if value != "false" => {
+                "librdkafka would mark records done as they are delivered, before kdeck has finished them"
+            }
+            "group.id" => "give the group with -G/--group (or `group` in the config file)",
+            "isolation.level" if commit == CommitStrategy::Eos && value != "read_committed" => {
+                "--commit eos must read only committed transactions, or it would process output that was rolled back"
+            }
+            _ => continue,
+        };
+        bail!("the librdkafka property {k}={v} (from -X or [properties]) is refused: {why}");
+    }
+    Ok(())
+}
+
 pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
     let file = match &args.config {
         Some(p) => FileConfig::load(p)?,
@@ -163,12 +187,21 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
         Some(s) => s.parse().map_err(|e: String| anyhow!(e))?,
         None => CommitStrategy::default(),
     };
+    guard_properties(&properties, commit)?;
     let mut engine = EngineConfig::new(&brokers, &group, subscription);
     engine.properties = properties;
     engine.commit = commit;
     engine.max_queue = args.max_queue.or(file.max_queue).unwrap_or(10_000);
     if engine.max_queue < 2 {
         bail!("--max-queue must be at least 2");
+    }
+    if let Some(b) = args.max_queue_bytes.clone().or(file.max_queue_bytes) {
+        let size: bytesize::ByteSize =
+            b.parse().map_err(|_| anyhow!("--max-queue-bytes `{b}` is not a size, e.g. 64MiB or 512KiB"))?;
+        if size.as_u64() < 4 << 20 {
+            bail!("--max-queue-bytes must be at least 4MiB (librdkafka needs room for a fetch)");
+        }
+        engine.max_queue_bytes = size.as_u64() as usize;
     }
     engine.drain_timeout = duration("drain-timeout", args.drain_timeout.clone().or(file.drain_timeout), engine.drain_timeout)?;
     engine.connect_timeout =

@@ -70,3 +70,43 @@ fn a_bad_commit_strategy_says_what_is_expected() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("expected per-message, batch:N"), "{}", stderr(&out));
 }
+
+#[test]
+fn properties_the_guarantees_rest_on_are_refused_with_the_reason() {
+    let refused = [
+        (&["-X", "enable.auto.commit=true"][..], "has not finished"),
+        (&["-X", "enable.auto.offset.store=true"][..], "before kdeck has finished them"),
+        (&["-X", "group.id=other"][..], "-G/--group"),
+        (&["--commit", "eos", "--sink", "kafka:out", "-X", "isolation.level=read_uncommitted"][..], "rolled back"),
+    ];
+    for (extra, why) in refused {
+        let mut args = vec!["run", "--headless", "-b", "127.0.0.1:1", "-t", "x"];
+        args.extend_from_slice(extra);
+        let (out, took) = run(&args);
+        assert!(!out.status.success(), "{extra:?} must be refused");
+        let err = stderr(&out);
+        assert!(err.contains("is refused") && err.contains(why), "{extra:?}: {err}");
+        assert!(took < Duration::from_secs(5), "refused at once, before connecting");
+    }
+}
+
+#[test]
+fn sql_parameters_that_no_record_can_bind_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("x.sqlite");
+    let sink = format!("sqlite:{}", db.display());
+    let sql = "INSERT INTO t(c, a, o) VALUES(:customer, :amount, :offset)";
+    rusqlite::Connection::open(&db).unwrap().execute_batch("CREATE TABLE t(c, a, o)").unwrap();
+    let (out, _) = run(&["run", "--headless", "-b", "127.0.0.1:1", "-t", "x", "--sink", &sink, "--sql", sql]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("--sql binds :customer, :amount from fields") && err.contains("--format json"), "{err}");
+    assert!(!err.contains(":offset"), "record parameters always bind: {err}");
+}
+
+#[test]
+fn the_commit_help_names_every_strategy() {
+    let (out, _) = run(&["run", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("per-message | batch:N | interval:DURATION | at-most-once | eos"), "{help}");
+}

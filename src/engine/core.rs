@@ -142,6 +142,10 @@ pub struct Core {
     pub fatal: Option<String>,
     /// With nothing committed, consuming starts at the log start (`auto.offset.reset=earliest`).
     pub starts_at_log_start: bool,
+    /// `-X isolation.level=read_uncommitted`: eos is refused.
+    pub reads_uncommitted: bool,
+    /// Bytes of records kdeck may hold, shared by the assigned partitions.
+    pub queue_bytes: usize,
 }
 
 impl Core {
@@ -166,7 +170,7 @@ impl Core {
             pending_strategy: None,
             parts: BTreeMap::new(),
             operator_paused: BTreeSet::new(),
-            backpressure: BackPressure::new(queue_capacity),
+            backpressure: BackPressure::new(queue_capacity, usize::MAX),
             queue_capacity,
             revoke_timeout,
             handlers,
@@ -207,6 +211,8 @@ impl Core {
             dirty: true,
             fatal: None,
             starts_at_log_start: true,
+            reads_uncommitted: false,
+            queue_bytes: 32 << 20,
         }
     }
 
@@ -359,7 +365,8 @@ impl Core {
             };
             self.consumed += 1;
             part.start.get_or_insert(record.offset());
-            part.tracker.received(record.offset());
+            let bytes = record.payload().map_or(0, <[u8]>::len) + record.key().map_or(0, <[u8]>::len);
+            part.tracker.received_sized(record.offset(), bytes);
             part.position = Some(record.offset() + 1);
             if !part.stash.is_empty() {
                 part.stash.push_back(record);
@@ -485,7 +492,8 @@ impl Core {
                 }
                 WorkerEvent::Blocked { tp, reason } => {
                     if let Some(r) = &reason {
-                        self.record_error("dlq", format!("{} cannot advance: {r}", tp_name(&tp)));
+                        tracing::warn!("{} cannot advance: {r}", tp_name(&tp));
+                        self.record_error("partition", format!("{} cannot advance: {r}", tp_name(&tp)));
                     }
                     if let Some(part) = self.parts.get_mut(&tp) {
                         part.blocked = reason;
@@ -675,8 +683,11 @@ impl Core {
     pub fn apply_backpressure(&mut self, consumer: &KConsumer) {
         let now = Instant::now();
         let mut changed = false;
+        // Each partition gets an equal share of the byte budget.
+        let share = self.queue_bytes / self.parts.len().max(1);
+        let bp = BackPressure { high_bytes: share, low_bytes: share / 4, ..self.backpressure };
         for (tp, part) in self.parts.iter_mut() {
-            let decided = self.backpressure.decide(part.queued(), part.bp_since, now);
+            let decided = bp.decide(part.queued(), part.tracker.unfinished_bytes(), part.bp_since, now);
             if decided.is_some() != part.bp_since.is_some() {
                 tracing::info!("back-pressure {} {}", if decided.is_some() { "pauses" } else { "resumes" }, tp_name(tp));
                 changed = true;
@@ -736,6 +747,8 @@ impl Core {
                 Some("the sink cannot write offsets with its output (only sqlite:PATH and kafka:TOPIC can)")
             } else if self.retry.ordering == super::worker::RetryOrdering::Key {
                 Some("exactly-once needs --ordering partition")
+            } else if self.reads_uncommitted {
+                Some("isolation.level=read_uncommitted is set: exactly-once must not process output that was rolled back")
             } else {
                 None
             };
@@ -804,6 +817,11 @@ impl Core {
         }
         self.drain_events();
         self.commit(consumer, CommitMode::Sync, None);
+    }
+
+    /// Why the run did not finish its work: a partition that still cannot advance.
+    pub fn blocked_reason(&self) -> Option<String> {
+        self.parts.iter().find_map(|(tp, p)| p.blocked.as_ref().map(|r| format!("{} could not advance: {r}", tp_name(tp))))
     }
 
     // ---- partition facts ----------------------------------------------------

@@ -33,21 +33,31 @@ impl fmt::Display for Stage {
 pub struct Failure {
     pub stage: Stage,
     pub permanent: bool,
+    /// Not this record's fault: what it needs (the sink, the schema registry)
+    /// cannot work right now. The partition is held and the record tried again
+    /// until it can; it is never dead-lettered for this.
+    pub unavailable: bool,
     pub message: String,
 }
 
 impl Failure {
     pub fn permanent(stage: Stage, message: impl Into<String>) -> Failure {
-        Failure { stage, permanent: true, message: message.into() }
+        Failure { stage, permanent: true, unavailable: false, message: message.into() }
     }
 
     pub fn retryable(stage: Stage, message: impl Into<String>) -> Failure {
-        Failure { stage, permanent: false, message: message.into() }
+        Failure { stage, permanent: false, unavailable: false, message: message.into() }
+    }
+
+    pub fn unavailable(stage: Stage, message: impl Into<String>) -> Failure {
+        Failure { stage, permanent: false, unavailable: true, message: message.into() }
     }
 
     pub fn class(&self) -> &'static str {
         if self.permanent {
             "permanent"
+        } else if self.unavailable {
+            "unavailable"
         } else {
             "retryable"
         }

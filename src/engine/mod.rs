@@ -63,6 +63,8 @@ pub struct EngineConfig {
     pub commit: CommitStrategy,
     /// Per-partition queue: back-pressure pauses a partition at this many queued records.
     pub max_queue: usize,
+    /// The memory budget for records held (librdkafka's and kdeck's), in bytes.
+    pub max_queue_bytes: usize,
     /// How long shutdown waits for the records workers have in hand (queued ones
     /// are left uncommitted for the next owner).
     pub drain_timeout: Duration,
@@ -92,6 +94,7 @@ impl EngineConfig {
             properties: Vec::new(),
             commit: CommitStrategy::default(),
             max_queue: 10_000,
+            max_queue_bytes: 64 << 20,
             drain_timeout: Duration::from_secs(10),
             revoke_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
@@ -246,9 +249,13 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
         .set("statistics.interval.ms", "1000")
         // The default (1 s) stalls the fetcher whenever a local queue threshold is hit.
         .set("fetch.queue.backoff.ms", "10")
-        // librdkafka's prefetch is most of kdeck's memory; 16 MiB (default 64) cost no
-        // throughput on 1M records over loopback (benches/throughput.sh).
-        .set("queued.max.messages.kbytes", "16384");
+        // The memory budget: a quarter for librdkafka's prefetch queue (16 MiB at
+        // the default 64, which cost no throughput on 1M records over loopback,
+        // benches/throughput.sh), a quarter for one fetch response, half for
+        // kdeck's own queues (see Core::apply_backpressure).
+        .set("queued.max.messages.kbytes", (config.max_queue_bytes / 4 / 1024).to_string())
+        .set("fetch.max.bytes", (config.max_queue_bytes / 4).to_string())
+        .set("max.partition.fetch.bytes", (config.max_queue_bytes / 4).min(1 << 20).to_string());
     if config.exactly_once.as_ref().is_some_and(|e| e.commits_offsets()) {
         // Read only committed output of other transactions (a chain of eos consumers).
         cc.set("isolation.level", "read_committed");
@@ -266,6 +273,8 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
         c.commit_queue = Some(commit_queue::CommitQueue::new(&consumer));
         c.starts_at_log_start =
             config.property("auto.offset.reset").is_none_or(|v| matches!(v, "earliest" | "smallest" | "beginning"));
+        c.reads_uncommitted = config.property("isolation.level").is_some_and(|v| v != "read_committed");
+        c.queue_bytes = config.max_queue_bytes / 2;
     }
     match &config.subscription {
         Subscription::Topics(topics) => {
@@ -380,7 +389,9 @@ fn poll_loop(
         if shutdown.load(Ordering::SeqCst) || c.at_end() || c.fatal.is_some() {
             tracing::info!("shutting down: finishing the records in hand");
             c.drain(&consumer, drain_timeout);
-            break (c.snapshot(true), c.fatal.clone());
+            // A partition still blocked (sink or dead-letter topic failing) means the
+            // run did not do its work: the exit status says so.
+            break (c.snapshot(true), c.fatal.clone().or_else(|| c.blocked_reason()));
         }
         c.apply_backpressure(&consumer);
         c.maybe_finish_strategy_switch(&consumer);
@@ -402,7 +413,7 @@ fn poll_loop(
     tracing::info!("engine stopped");
     match fatal {
         // Processing cannot go on: stop, so a supervisor (or the operator) sees the failure.
-        Some(why) => Err(anyhow!("stopped: {why}")),
+        Some(why) => Err(anyhow!("stopped while {why}")),
         None => Ok(()),
     }
 }

@@ -9,26 +9,35 @@ use std::collections::VecDeque;
 
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
-    /// Received, in offset order, with a finished flag; the finished prefix is popped.
-    pending: VecDeque<(i64, bool)>,
+    /// Received, in offset order, with a finished flag and the bytes the record
+    /// holds; the finished prefix is popped.
+    pending: VecDeque<(i64, bool, usize)>,
     /// Everything below this offset has finished (None before the first record).
     watermark: Option<i64>,
     unfinished: usize,
+    /// Bytes of the records received and not finished (queued, in hand, parked).
+    unfinished_bytes: usize,
 }
 
 impl OffsetTracker {
     /// Registers a record handed to a worker. Offsets must increase; a repeat or
     /// an older offset (a rewind after a failed commit) restarts tracking there.
     pub fn received(&mut self, offset: i64) {
-        if let Some(&(last, _)) = self.pending.back() {
+        self.received_sized(offset, 0)
+    }
+
+    /// `received`, for a record holding `bytes` of memory until it finishes.
+    pub fn received_sized(&mut self, offset: i64, bytes: usize) {
+        if let Some(&(last, _, _)) = self.pending.back() {
             if offset <= last {
                 self.reset_to(offset);
             }
         } else if matches!(self.watermark, Some(w) if offset < w) {
             self.reset_to(offset);
         }
-        self.pending.push_back((offset, false));
+        self.pending.push_back((offset, false, bytes));
         self.unfinished += 1;
+        self.unfinished_bytes += bytes;
     }
 
     /// Declares everything below `offset` done before any record arrives (a start
@@ -55,14 +64,15 @@ impl OffsetTracker {
     /// Marks a received record finished and advances the watermark over the finished prefix.
     /// Returns false when the offset was never received (ignored).
     pub fn finished(&mut self, offset: i64) -> bool {
-        let Ok(i) = self.pending.binary_search_by_key(&offset, |&(o, _)| o) else {
+        let Ok(i) = self.pending.binary_search_by_key(&offset, |&(o, _, _)| o) else {
             return false;
         };
         if !self.pending[i].1 {
             self.pending[i].1 = true;
             self.unfinished -= 1;
+            self.unfinished_bytes -= self.pending[i].2;
         }
-        while let Some(&(o, true)) = self.pending.front() {
+        while let Some(&(o, true, _)) = self.pending.front() {
             self.watermark = Some(o + 1);
             self.pending.pop_front();
         }
@@ -79,9 +89,15 @@ impl OffsetTracker {
         self.unfinished
     }
 
+    /// Bytes held by received records that have not finished.
+    pub fn unfinished_bytes(&self) -> usize {
+        self.unfinished_bytes
+    }
+
     fn reset_to(&mut self, offset: i64) {
         self.pending.clear();
         self.unfinished = 0;
+        self.unfinished_bytes = 0;
         self.watermark = Some(offset);
     }
 }
@@ -108,6 +124,23 @@ mod tests {
         t.finished(13);
         assert_eq!(t.watermark(), Some(15));
         assert_eq!(t.unfinished(), 0);
+    }
+
+    #[test]
+    fn bytes_are_held_until_their_record_finishes() {
+        let mut t = OffsetTracker::default();
+        t.received_sized(0, 100);
+        t.received_sized(1, 900_000);
+        t.received_sized(2, 50);
+        assert_eq!(t.unfinished_bytes(), 900_150);
+        t.finished(1);
+        assert_eq!(t.unfinished_bytes(), 150, "finished out of order still frees its bytes");
+        t.finished(0);
+        t.finished(2);
+        assert_eq!(t.unfinished_bytes(), 0);
+        t.received_sized(3, 10);
+        t.received_sized(3, 10); // a rewind restarts the count
+        assert_eq!(t.unfinished_bytes(), 10);
     }
 
     #[test]

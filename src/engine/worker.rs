@@ -151,7 +151,7 @@ impl Worker {
             panic_failpoint: std::env::var("KDECK_FAILPOINT").is_ok_and(|f| f == "panic-worker"),
             done: Vec::with_capacity(MAX_BATCH),
             latencies_us: Vec::with_capacity(MAX_BATCH),
-            blocked: false,
+            blocked: None,
             current: None,
         };
         let thread = std::thread::Builder::new()
@@ -251,7 +251,8 @@ struct State {
     /// Handled, not yet flushed and reported.
     done: Vec<i64>,
     latencies_us: Vec<u32>,
-    blocked: bool,
+    /// Why the partition cannot advance, as last told to the engine.
+    blocked: Option<String>,
     /// The record being handled, for the report if the worker dies.
     current: Option<i64>,
 }
@@ -327,7 +328,8 @@ impl State {
         if self.panic_failpoint {
             panic!("failpoint panic-worker: {}[{}]@{}", self.tp.0, self.tp.1, record.offset());
         }
-        if self.retry.ordering == RetryOrdering::Key {
+        // A record without a key is ordered with nothing: it never waits behind another.
+        if self.retry.ordering == RetryOrdering::Key && record.key().is_some() {
             if let Some(earlier) = self.parked.iter().find(|p| p.record.key() == record.key()) {
                 let failure = Failure::retryable(
                     earlier.failure.stage,
@@ -343,25 +345,50 @@ impl State {
     /// Runs the handler; `was_parked` when the record comes out of the retry queue.
     fn attempt(&mut self, record: OwnedMessage, attempts: u32, was_parked: bool) {
         self.current = Some(record.offset());
-        let started = Instant::now();
-        match self.handler.handle(&record) {
-            Ok(()) => {
-                self.done.push(record.offset());
-                self.latencies_us.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                if was_parked {
-                    self.emit(WorkerEvent::Unparked { tp: self.tp.clone(), offset: record.offset() });
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let started = Instant::now();
+            match self.handler.handle(&record) {
+                Ok(()) => {
+                    self.set_blocked(None);
+                    self.done.push(record.offset());
+                    self.latencies_us.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    if was_parked {
+                        self.emit(WorkerEvent::Unparked { tp: self.tp.clone(), offset: record.offset() });
+                    }
+                    self.release_key(record.key());
                 }
-                self.release_key(record.key());
-            }
-            Err(failure) => {
-                self.emit(WorkerEvent::Failed { tp: self.tp.clone(), offset: record.offset(), failure: failure.clone() });
-                if failure.permanent || attempts >= self.retry.max_attempts {
-                    self.dead_letter(record, failure, attempts, was_parked);
-                } else {
-                    let due = Instant::now() + self.retry.backoff(attempts);
-                    self.park(record, attempts, Some(due), failure);
+                Err(failure) if failure.unavailable => {
+                    // Not this record's fault: hold the partition (what finished before it
+                    // may still be committed) and try the same record again.
+                    self.emit(WorkerEvent::Failed { tp: self.tp.clone(), offset: record.offset(), failure: failure.clone() });
+                    self.set_blocked(Some(format!("{} unavailable: {}", failure.stage, failure.message)));
+                    if !self.flush() || !self.sleep(backoff) {
+                        return; // stopping: the record stays unfinished, so uncommitted
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                Err(failure) => {
+                    self.set_blocked(None);
+                    self.emit(WorkerEvent::Failed { tp: self.tp.clone(), offset: record.offset(), failure: failure.clone() });
+                    if failure.permanent || attempts >= self.retry.max_attempts {
+                        self.dead_letter(record, failure, attempts, was_parked);
+                    } else {
+                        let due = Instant::now() + self.retry.backoff(attempts);
+                        self.park(record, attempts, Some(due), failure);
+                    }
                 }
             }
+            return;
+        }
+    }
+
+    /// Tells the engine when the partition cannot advance, and when it can again.
+    fn set_blocked(&mut self, reason: Option<String>) {
+        if self.blocked != reason {
+            self.blocked = reason.clone();
+            self.emit(WorkerEvent::Blocked { tp: self.tp.clone(), reason });
         }
     }
 
@@ -387,7 +414,7 @@ impl State {
 
     /// The oldest record waiting behind this key may go now.
     fn release_key(&mut self, key: Option<&[u8]>) {
-        if self.retry.ordering != RetryOrdering::Key {
+        if self.retry.ordering != RetryOrdering::Key || key.is_none() {
             return;
         }
         if let Some(next) = self.parked.iter_mut().find(|p| p.record.key() == key) {
@@ -411,17 +438,13 @@ impl State {
         loop {
             match self.dlq.send(&record, &failure, attempts) {
                 Ok(view) => {
-                    if self.blocked {
-                        self.blocked = false;
-                        self.emit(WorkerEvent::Blocked { tp: self.tp.clone(), reason: None });
-                    }
+                    self.set_blocked(None);
                     self.dead_lettered(&record, view, was_parked);
                     return;
                 }
                 Err(e) => {
                     tracing::warn!("{}[{}]@{}: {e}", self.tp.0, self.tp.1, record.offset());
-                    self.blocked = true;
-                    self.emit(WorkerEvent::Blocked { tp: self.tp.clone(), reason: Some(e) });
+                    self.set_blocked(Some(e));
                     // What finished before this record may still be committed.
                     if !self.flush() || !self.sleep(backoff) {
                         return;
@@ -493,15 +516,23 @@ impl State {
         }
         // Under partition ordering everything up to the last finished record finished.
         let next_offset = self.done.iter().max().map_or(0, |o| o + 1);
-        let progress = Progress { topic: &self.tp.0, partition: self.tp.1, next_offset };
+        let tp = self.tp.clone();
+        let progress = Progress { topic: &tp.0, partition: tp.1, next_offset };
         let mut backoff = Duration::from_millis(50);
+        let mut failed = false;
         while let Err(failure) = self.handler.flush(Some(&progress)) {
+            // A flush failing is the sink's trouble, never a record's: the partition waits.
             let failure = Failure { stage: Stage::Sink, ..failure };
+            self.set_blocked(Some(format!("sink cannot flush: {}", failure.message)));
             self.emit(WorkerEvent::Failed { tp: self.tp.clone(), offset: self.done[0], failure });
+            failed = true;
             if !self.sleep(backoff) {
                 return false;
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        if failed {
+            self.set_blocked(None);
         }
         let offsets = std::mem::replace(&mut self.done, Vec::with_capacity(MAX_BATCH));
         let latencies_us = std::mem::replace(&mut self.latencies_us, Vec::with_capacity(MAX_BATCH));

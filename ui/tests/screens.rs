@@ -260,3 +260,28 @@ fn the_header_shows_exactly_once_transactions_and_the_last_problem() {
     let t = text(&draw(&app(), &s, 220, 48));
     assert!(t.contains("eos 12 txn 1 aborted open 256 rec 2s last: transaction aborted: fenced"), "{t}");
 }
+
+#[test]
+fn numbers_are_never_cut_at_120_columns_text_is_shortened_instead() {
+    let mut s = fixture();
+    s.retry_queue[0].topic = "orders-from-the-web-shop".into();
+    s.retry_queue[0].partition = 12;
+    s.retry_queue[0].offset = 3_456_789;
+    s.dead_letters[0].topic = "orders-from-the-web-shop".into();
+    s.dead_letters[0].offset = 3_456_701;
+    for (w, h) in [(120, 40), (160, 48), (80, 24)] {
+        let mut a = app();
+        let mut shown = String::new();
+        // Below 120×32 the lower panels are tabs: visit each.
+        for _ in 0..6 {
+            shown.push_str(&text(&draw(&a, &s, w, h)));
+            a.handle_key(&key(KeyCode::Tab), &s);
+        }
+        for number in ["3456789", "3456701"] {
+            assert!(shown.contains(number), "{number} whole at {w}x{h}:\n{shown}");
+        }
+        for cut in ["345678…", "345670…", "@34\n"] {
+            assert!(!shown.contains(cut), "a cut number at {w}x{h}");
+        }
+    }
+}

@@ -63,6 +63,25 @@ pub struct Pipeline {
     delay: Duration,
 }
 
+/// `--sql` parameters named after fields bind from decoded JSON objects: with
+/// values read as bytes or text no record can ever bind them, and every row
+/// would be NULLs. That is a mistake to refuse at start, not to write.
+fn check_bindable(fields: &[String], cfg: &PipelineConfig) -> Result<(), String> {
+    let structured = |f: &Format| matches!(f, Format::Json | Format::Avro | Format::Protobuf);
+    let all_structured = structured(&cfg.format) || (!cfg.topic_formats.is_empty() && cfg.topic_formats.values().all(structured));
+    if fields.is_empty() || all_structured {
+        return Ok(());
+    }
+    let names: Vec<String> = fields.iter().map(|f| format!(":{f}")).collect();
+    Err(format!(
+        "--sql binds {} from fields of decoded values, but records are read as {}, which has no fields; \
+         add --format json (or avro/protobuf), or bind :value and extract with json_extract(:value, '$.{}')",
+        names.join(", "),
+        format!("{:?}", cfg.format).to_lowercase(),
+        fields[0]
+    ))
+}
+
 impl Pipeline {
     /// Loads schemas and opens the sink; every problem is one sentence naming the file.
     pub fn new(cfg: &PipelineConfig) -> Result<Arc<Pipeline>, String> {
@@ -102,12 +121,14 @@ impl Pipeline {
             avro_reader: cfg.reader_schema.as_ref().map(avro).transpose()?,
             proto_message,
         };
+        let sinks = SinkFactory::new(&cfg.sink, &cfg.sink_options)?;
+        check_bindable(&sinks.field_parameters(), cfg)?;
         Ok(Arc::new(Pipeline {
             formats: cfg.topic_formats.clone(),
             default_format: cfg.format,
             decoder,
             validator,
-            sinks: SinkFactory::new(&cfg.sink, &cfg.sink_options)?,
+            sinks,
             delay: cfg.delay,
         }))
     }

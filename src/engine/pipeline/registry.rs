@@ -47,16 +47,17 @@ impl Registry {
         }
         let mut resp = req
             .call()
-            .map_err(|e| Failure::retryable(Stage::Decode, format!("schema registry {}: {e}", self.url)))?;
+            .map_err(|e| Failure::unavailable(Stage::Decode, format!("schema registry {}: {e}", self.url)))?;
         let status = resp.status().as_u16();
         let body = resp.body_mut().read_to_string().unwrap_or_default();
         match status {
             200 => {}
             404 => return Err(Failure::permanent(Stage::Decode, format!("unknown schema id {id} (not in the schema registry)"))),
             401 | 403 => {
-                return Err(Failure::retryable(Stage::Decode, format!("schema registry refused the credentials ({status})")))
+                return Err(Failure::unavailable(Stage::Decode, format!("schema registry refused the credentials ({status})")))
             }
-            _ => return Err(Failure::retryable(Stage::Decode, format!("schema registry answered {status} for id {id}"))),
+            // Its own trouble (5xx, throttling), not the record's.
+            _ => return Err(Failure::unavailable(Stage::Decode, format!("schema registry answered {status} for id {id}"))),
         }
         let parsed = parse(id, &body).map_err(|e| Failure::permanent(Stage::Decode, e))?;
         let parsed = Arc::new(parsed);

@@ -14,6 +14,9 @@ use serde_json::Value;
 use super::{record_json, Sink};
 use crate::engine::handler::{Failure, Stage};
 
+/// How long a new child must stay up to count as started.
+const STARTUP_CHECK: std::time::Duration = std::time::Duration::from_millis(300);
+
 #[derive(Clone)]
 pub struct SharedChild {
     inner: Arc<Mutex<Running>>,
@@ -76,8 +79,22 @@ impl Drop for Running {
 }
 
 impl SharedChild {
+    /// Starts the child and checks it is still there a moment later, so a typo
+    /// in the command (the shell exits at once) is caught before any record moves.
     pub fn start(command: &str) -> Result<SharedChild, String> {
-        let child = Running::start(command)?;
+        let mut child = Running::start(command)?;
+        let until = std::time::Instant::now() + STARTUP_CHECK;
+        while std::time::Instant::now() < until {
+            if let Ok(Some(status)) = child.0.try_wait() {
+                let why = match status.code() {
+                    Some(127) => " (command not found)".to_string(),
+                    Some(126) => " (not executable)".to_string(),
+                    _ => String::new(),
+                };
+                return Err(format!("the exec sink `{command}` exited at start with {status}{why}; check the command"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         Ok(SharedChild { inner: Arc::new(Mutex::new(Running { command: command.to_string(), child: Some(child) })) })
     }
 }
@@ -100,7 +117,8 @@ impl Sink for SharedChild {
     fn write(&mut self, record: &OwnedMessage, value: &Value) -> Result<(), Failure> {
         let mut line = serde_json::to_vec(&record_json(record, value)).map_err(|e| Failure::retryable(Stage::Handle, e.to_string()))?;
         line.push(b'\n');
-        let answer = self.inner.lock().unwrap().ask(&line).map_err(|e| Failure::retryable(Stage::Handle, e))?;
+        // The child not starting, dying or breaking the pipe is the sink's trouble, not the record's.
+        let answer = self.inner.lock().unwrap().ask(&line).map_err(|e| Failure::unavailable(Stage::Sink, e))?;
         parse_answer(&answer)
     }
 }

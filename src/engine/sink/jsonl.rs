@@ -39,7 +39,7 @@ impl Sink for SharedFile {
             .lock()
             .unwrap()
             .write_all(&self.line)
-            .map_err(|e| Failure::retryable(Stage::Sink, format!("sink write failed: {e}")))
+            .map_err(|e| Failure::unavailable(Stage::Sink, format!("sink write failed: {e}")))
     }
 
     fn flush(&mut self, _: Option<&Progress>) -> Result<(), Failure> {

@@ -147,6 +147,15 @@ impl SinkFactory {
         }
     }
 
+    /// The `--sql` parameters bound from fields of a record's value (not from the
+    /// record itself).
+    pub fn field_parameters(&self) -> Vec<String> {
+        match &self.kind {
+            FactoryKind::Sqlite(t) => t.field_parameters(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The exactly-once store, for sinks that can honour `--commit eos`.
     pub fn exactly_once(&self) -> Option<std::sync::Arc<ExactlyOnce>> {
         match &self.kind {
@@ -168,7 +177,7 @@ impl Sink for NullSink {
 struct BrokenSink(String);
 impl Sink for BrokenSink {
     fn write(&mut self, _: &OwnedMessage, _: &Value) -> Result<(), Failure> {
-        Err(Failure::retryable(super::handler::Stage::Sink, self.0.clone()))
+        Err(Failure::unavailable(super::handler::Stage::Sink, self.0.clone()))
     }
 }
 

@@ -27,6 +27,9 @@ const OFFSETS_TABLE: &str = "CREATE TABLE IF NOT EXISTS kdeck_offsets (
     group_id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
     PRIMARY KEY (group_id, topic, partition))";
 
+/// Parameters every record binds, whatever its format.
+const RECORD_PARAMETERS: [&str; 6] = ["topic", "partition", "offset", "key", "value", "timestamp"];
+
 pub(super) fn open(path: &Path) -> Result<Connection, String> {
     let fail = |e: rusqlite::Error| format!("cannot use the SQLite sink {}: {e}", path.display());
     let conn = Connection::open(path).map_err(fail)?;
@@ -65,6 +68,17 @@ impl SqliteTarget {
         Ok(SqliteTarget { path: path.to_path_buf(), sql, group: group.to_string(), eos })
     }
 
+    /// The statement's named parameters that bind from value fields, in order.
+    pub fn field_parameters(&self) -> Vec<String> {
+        let Some(sql) = &self.sql else { return Vec::new() };
+        let Ok(conn) = open(&self.path) else { return Vec::new() };
+        let Ok(st) = conn.prepare(sql) else { return Vec::new() };
+        (1..=st.parameter_count())
+            .filter_map(|i| st.parameter_name(i).map(|n| n[1..].to_string()))
+            .filter(|n| !RECORD_PARAMETERS.contains(&n.as_str()))
+            .collect()
+    }
+
     pub fn open(&self, topic: &str, partition: i32) -> Result<SqliteSink, String> {
         let conn = open(&self.path)?;
         // The compare-and-set starts from what the database held when this worker began.
@@ -95,8 +109,20 @@ pub struct SqliteSink {
     eos_seen: bool,
 }
 
+/// The database itself failing (read-only, full, locked, gone) is the sink's
+/// trouble; anything else is about the record.
 fn sink_err(e: rusqlite::Error) -> Failure {
-    Failure::retryable(Stage::Sink, format!("SQLite: {e}"))
+    use rusqlite::ErrorCode::*;
+    let database = matches!(
+        e.sqlite_error_code(),
+        Some(ReadOnly | CannotOpen | SystemIoFailure | DiskFull | DatabaseBusy | DatabaseLocked | DatabaseCorrupt
+            | NotADatabase | PermissionDenied | OutOfMemory)
+    );
+    if database {
+        Failure::unavailable(Stage::Sink, format!("SQLite: {e}"))
+    } else {
+        Failure::retryable(Stage::Sink, format!("SQLite: {e}"))
+    }
 }
 
 impl SqliteSink {
@@ -162,7 +188,10 @@ impl SqliteSink {
             };
             st.raw_bind_parameter(i, bound).map_err(|e| Failure::retryable(Stage::Handle, format!("--sql: {e}")))?;
         }
-        st.raw_execute().map(|_| ()).map_err(|e| Failure::retryable(Stage::Handle, format!("--sql failed: {e}")))
+        st.raw_execute().map(|_| ()).map_err(|e| match sink_err(e) {
+            f if f.unavailable => f,
+            f => Failure::retryable(Stage::Handle, f.message.replacen("SQLite", "--sql failed", 1)),
+        })
     }
 
     /// The offset compare-and-set: fails (and so rolls back) when another consumer

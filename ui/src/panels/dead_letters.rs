@@ -1,10 +1,12 @@
 //! Records in the dead-letter topic, newest first: source, stage/class, error.
 
-use ratatui::layout::{Constraint, Rect};
+use ratatui::layout::Rect;
+use ratatui::style::Style;
 use ratatui::text::Span;
 use ratatui::widgets::{Cell, Row, Table};
 use ratatui::Frame;
 
+use super::fit::{self, Column, Kind};
 use crate::app::{App, Panel};
 use crate::model::Snapshot;
 use crate::{style, time};
@@ -12,16 +14,35 @@ use crate::{style, time};
 pub fn render(frame: &mut Frame, area: Rect, app: &App, s: &Snapshot) {
     let rows = app.dead_letters(s);
     let selected = app.selected(Panel::DeadLetters);
-    let table_rows: Vec<Row> = rows
+    let values: Vec<Vec<(String, Style)>> = rows
         .iter()
+        .map(|d| {
+            vec![
+                (time::ago(d.at_ms, s.captured_at_ms), style::dim()),
+                (d.topic.clone(), Style::default()),
+                (d.partition.to_string(), Style::default()),
+                (d.offset.to_string(), Style::default()),
+                (format!("{}/{}", d.stage, d.class), style::failure()),
+                (d.message.clone(), Style::default()),
+            ]
+        })
+        .collect();
+    let column = |i: usize| values.iter().map(move |v| v[i].0.as_str());
+    let columns = [
+        Column::new("when", Kind::Number, 2, column(0)),
+        Column::new("topic", Kind::Text { min: 6 }, 3, column(1)),
+        Column::new("p", Kind::Number, 5, column(2)),
+        Column::new("offset", Kind::Number, 6, column(3)),
+        Column::new("failed at", Kind::Text { min: 6 }, 4, column(4)),
+        Column::new("error", Kind::Text { min: 8 }, 3, column(5)),
+    ];
+    let widths = fit::fit(&columns, area.width.saturating_sub(2));
+    let table_rows: Vec<Row> = values
+        .into_iter()
         .enumerate()
-        .map(|(i, d)| {
-            let row = Row::new(vec![
-                Cell::from(Span::styled(time::ago(d.at_ms, s.captured_at_ms), style::dim())),
-                Cell::from(format!("{}[{}]@{}", d.topic, d.partition, d.offset)),
-                Cell::from(Span::styled(format!("{}/{}", d.stage, d.class), style::failure())),
-                Cell::from(d.message.clone()),
-            ]);
+        .map(|(i, v)| {
+            let cells = fit::cells(&columns, &widths, v, |(t, st), w| (super::cut(&t, w), st));
+            let row = Row::new(cells.into_iter().map(|(t, st)| Cell::from(Span::styled(t, st))));
             if i == selected && app.focus == Panel::DeadLetters {
                 row.style(style::selected())
             } else {
@@ -29,9 +50,8 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, s: &Snapshot) {
             }
         })
         .collect();
-    let widths = [Constraint::Length(8), Constraint::Min(12), Constraint::Length(18), Constraint::Min(10)];
-    let header = Row::new(["when", "source", "failed at", "error"]).style(style::dim());
-    let t = Table::new(table_rows, widths)
+    let header = Row::new(fit::titles(&columns, &widths)).style(style::dim());
+    let t = Table::new(table_rows, fit::constraints(&columns, &widths))
         .header(header)
         .block(super::block(app, Panel::DeadLetters, format!("{} in all ", s.dead_lettered)));
     frame.render_widget(t, area);

@@ -1,6 +1,7 @@
 //! One file per panel, each a pure render function of (snapshot, view state).
 
 pub mod dead_letters;
+pub mod fit;
 pub mod footer;
 pub mod header;
 pub mod log;

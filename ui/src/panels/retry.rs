@@ -1,10 +1,12 @@
 //! Parked records: attempt, countdown to the next attempt, last error.
 
-use ratatui::layout::{Constraint, Rect};
+use ratatui::style::Style;
 use ratatui::text::Span;
+use ratatui::layout::Rect;
 use ratatui::widgets::{Cell, Row, Table};
 use ratatui::Frame;
 
+use super::fit::{self, Column, Kind};
 use crate::app::{App, Panel};
 use crate::model::Snapshot;
 use crate::{style, time};
@@ -12,18 +14,38 @@ use crate::{style, time};
 pub fn render(frame: &mut Frame, area: Rect, app: &App, s: &Snapshot) {
     let rows = app.retries(s);
     let selected = app.selected(Panel::Retry);
-    let table_rows: Vec<Row> = rows
+    let values: Vec<Vec<(String, Style)>> = rows
         .iter()
-        .enumerate()
-        .map(|(i, r)| {
+        .map(|r| {
             let due = r.next_due_ms.map_or("waits".to_string(), |d| time::until(d, s.captured_at_ms));
-            let row = Row::new(vec![
-                Cell::from(format!("{}[{}]@{}", r.topic, r.partition, r.offset)),
-                Cell::from(r.key.clone().unwrap_or_default()),
-                Cell::from(r.attempt.to_string()),
-                Cell::from(due),
-                Cell::from(Span::styled(format!("{}: {}", r.stage, r.last_error), style::failure())),
-            ]);
+            vec![
+                (r.topic.clone(), Style::default()),
+                (r.partition.to_string(), Style::default()),
+                (r.offset.to_string(), Style::default()),
+                (r.key.clone().unwrap_or_default(), Style::default()),
+                (r.attempt.to_string(), Style::default()),
+                (due, Style::default()),
+                (format!("{}: {}", r.stage, r.last_error), style::failure()),
+            ]
+        })
+        .collect();
+    let column = |i: usize| values.iter().map(move |v| v[i].0.as_str());
+    let columns = [
+        Column::new("topic", Kind::Text { min: 6 }, 3, column(0)),
+        Column::new("p", Kind::Number, 5, column(1)),
+        Column::new("offset", Kind::Number, 6, column(2)),
+        Column::new("key", Kind::Text { min: 4 }, 1, column(3)),
+        Column::new("#", Kind::Number, 4, column(4)),
+        Column::new("next", Kind::Number, 4, column(5)),
+        Column::new("last error", Kind::Text { min: 8 }, 2, column(6)),
+    ];
+    let widths = fit::fit(&columns, area.width.saturating_sub(2));
+    let table_rows: Vec<Row> = values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let cells = fit::cells(&columns, &widths, v, |(t, st), w| (super::cut(&t, w), st));
+            let row = Row::new(cells.into_iter().map(|(t, st)| Cell::from(Span::styled(t, st))));
             if i == selected && app.focus == Panel::Retry {
                 row.style(style::selected())
             } else {
@@ -31,8 +53,9 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, s: &Snapshot) {
             }
         })
         .collect();
-    let widths = [Constraint::Min(12), Constraint::Length(8), Constraint::Length(3), Constraint::Length(7), Constraint::Min(10)];
-    let header = Row::new(["record", "key", "#", "next", "last error"]).style(style::dim());
-    let t = Table::new(table_rows, widths).header(header).block(super::block(app, Panel::Retry, format!("{} ", rows.len())));
+    let header = Row::new(fit::titles(&columns, &widths)).style(style::dim());
+    let t = Table::new(table_rows, fit::constraints(&columns, &widths))
+        .header(header)
+        .block(super::block(app, Panel::Retry, format!("{} ", rows.len())));
     frame.render_widget(t, area);
 }
