@@ -319,3 +319,45 @@ fn switching_into_and_out_of_eos_hands_over_and_eos_is_refused_where_the_sink_ca
     assert_ne!(s.commit_strategy, "eos");
     engine.stop().unwrap();
 }
+
+#[test]
+fn a_record_held_by_an_unavailable_sink_is_listed_and_the_operator_can_send_it_on() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let topic = unique("held");
+    let group = unique("g-held");
+    create_topic(&topic, 1);
+    create_topic(&format!("{topic}.dlq"), 1);
+    produce_raw(&topic, &[(0, Some(b"a"), Some(b"1"), vec![]), (0, Some(b"crash"), Some(b"2"), vec![]), (0, Some(b"b"), Some(b"3"), vec![])]);
+
+    /// A sink whose child dies on the record keyed "crash": unavailable, never the record's fault as far as kdeck can tell.
+    struct DiesOnOne(Arc<AtomicUsize>);
+    impl Handler for DiesOnOne {
+        fn handle(&mut self, r: &OwnedMessage) -> Result<(), Failure> {
+            if r.key() == Some(b"crash") {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                return Err(Failure::unavailable(kdeck::engine::Stage::Sink, "the exec sink exited without answering"));
+            }
+            Ok(())
+        }
+    }
+    let tries = Arc::new(AtomicUsize::new(0));
+    let t = tries.clone();
+    let factory: HandlerFactory = Arc::new(move |_: &str, _: i32| Box::new(DiesOnOne(t.clone())) as Box<dyn Handler>);
+    let engine = engine::start(config(&group, &topic), factory).unwrap();
+
+    let s = wait_snapshot(&engine, "the record held and listed", Duration::from_secs(60), |s| {
+        s.retry_queue.first().is_some_and(|r| r.offset == 1) && s.partition(&topic, 0).is_some_and(|p| p.blocked.is_some())
+    });
+    let p = s.partition(&topic, 0).unwrap();
+    assert!(p.blocked.as_deref().unwrap().contains("sink unavailable"), "{p:?}");
+    assert_eq!(p.finished, Some(1), "nothing past the held record");
+    assert_eq!(s.dead_lettered, 0);
+    wait_snapshot(&engine, "tried again by itself", Duration::from_secs(30), |_| tries.load(Ordering::SeqCst) >= 3);
+
+    engine.send(Command::DeadLetterNow((topic.clone(), 0), 1));
+    let s = wait_snapshot(&engine, "sent on by the operator", Duration::from_secs(30), |s| {
+        s.dead_lettered == 1 && s.retry_queue.is_empty() && s.partition(&topic, 0).is_some_and(|p| p.finished == Some(3) && p.blocked.is_none())
+    });
+    assert!(s.dead_letters[0].message.contains("by the operator"));
+    engine.stop().unwrap();
+}

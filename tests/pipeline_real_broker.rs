@@ -277,3 +277,45 @@ fn a_refusing_dead_letter_topic_holds_the_partition_until_it_recovers() {
     assert_eq!(header(&dead[0], "kdeck.source.offset").unwrap(), "5");
     assert_eq!(committed_offsets(&group, &topic)[&0], 11);
 }
+
+#[test]
+fn a_dead_letter_that_can_never_be_written_says_so_and_moves_on_once_it_can() {
+    let topic = unique("dlq-too-large");
+    let dlq = format!("{topic}.dlq");
+    create_topic(&topic, 1);
+    create_topic_with(&dlq, 1, &[("max.message.bytes", "1000")]);
+    let poison = vec![b'!'; 5_000]; // not JSON: dead-lettered, and too large for the topic
+    let good = br#"{"n":1}"#;
+    let mut records: Vec<_> = (0..5).map(|_| (0, None, Some(&good[..]), vec![])).collect();
+    records.push((0, None, Some(&poison[..]), vec![]));
+    records.extend((0..5).map(|_| (0, None, Some(&good[..]), vec![])));
+    produce_raw(&topic, &records);
+    let group = unique("g-dlq-too-large");
+    let dir = tempfile::tempdir().unwrap();
+    let status = dir.path().join("status.jsonl");
+    let mut child = run_to_end(&group, &topic, dir.path())
+        .args(["--json", "--format", "json", "--commit", "per-message"])
+        .stdout(std::fs::File::create(&status).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let last = || {
+        std::fs::read_to_string(&status)
+            .ok()
+            .and_then(|t| t.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()))
+    };
+    wait_for("the partition blocked with the reason", Duration::from_secs(30), || {
+        last().is_some_and(|s| s["partitions"][0]["blocked"].as_str().is_some_and(|b| b.contains("can never be written as it is")))
+    });
+    wait_for("the records before it committed", Duration::from_secs(10), || committed_offsets(&group, &topic)[&0] == 5);
+    assert_eq!(committed_offsets(&group, &topic)[&0], 5, "nothing committed past the record");
+
+    // The operator raises the limit: the held record goes, the rest follow by themselves.
+    alter_topic(&dlq, &[("max.message.bytes", "1000000")]);
+    let code = wait_exit(&mut child, Duration::from_secs(60));
+    assert!(code.success());
+    assert_eq!(committed_offsets(&group, &topic)[&0], 11);
+    let dead = read_topic(&dlq);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].payload().map(<[u8]>::len), Some(5_000));
+}

@@ -11,7 +11,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::core::Core;
+use super::core::{Core, Notice};
 use super::sink::ExactlyOnce;
 use super::stats::Stats;
 use super::Tp;
@@ -22,6 +22,9 @@ pub struct EngineContext {
     pub core: Arc<Mutex<Core>>,
     /// Where an exactly-once sink keeps its offsets: partitions start there.
     pub exactly_once: Option<Arc<ExactlyOnce>>,
+    /// For warnings logged on librdkafka's own threads, which must not take the
+    /// core lock (the poll thread may hold it while it waits on those threads).
+    pub notices: crossbeam_channel::Sender<Notice>,
 }
 
 impl ClientContext for EngineContext {
@@ -30,7 +33,15 @@ impl ClientContext for EngineContext {
             RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
                 tracing::error!(target: "librdkafka", "{fac}: {message}")
             }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {message}"),
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", "{fac}: {message}");
+                if fac == "OFFSET" {
+                    // An offset reset after an error (records removed by retention
+                    // before they were consumed): records were skipped, say so.
+                    let message = format!("{message} (records skipped: auto.offset.reset applied)");
+                    let _ = self.notices.send(Notice { area: "broker", error: true, message });
+                }
+            }
             RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "librdkafka", "{fac}: {message}"),
             RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "{fac}: {message}"),
         }

@@ -36,6 +36,16 @@ const CATCH_UP_EVERY: Duration = Duration::from_millis(100);
 /// How long an unanswered request to commit past transaction markers waits before it is repeated.
 const ADVANCE_RETRY: Duration = Duration::from_secs(5);
 
+/// Something that happened off the poll thread, for the screen: an outcome of
+/// background work, or a warning librdkafka logged on one of its threads.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub area: &'static str,
+    /// Also recorded as an engine error (the status line's "last error").
+    pub error: bool,
+    pub message: String,
+}
+
 /// Fixed facts about the engine, shown in the snapshot.
 #[derive(Debug, Clone, Default)]
 pub struct Identity {
@@ -73,6 +83,8 @@ struct Part {
     /// The offset an exactly-once sink was last asked to commit with no records
     /// (past transaction markers), and when.
     advance_sent: Option<(i64, Instant)>,
+    /// The largest record seen, in bytes (the byte budget always has room for two).
+    largest_record: usize,
 }
 
 impl Part {
@@ -107,9 +119,9 @@ pub struct Core {
     dead_letters: VecDeque<DeadLetterView>,
     dead_lettered: u64,
     failures: BTreeMap<String, u64>,
-    /// Outcomes of background work (replays): (is an error, message).
-    notices_tx: Sender<(bool, String)>,
-    notices_rx: Receiver<(bool, String)>,
+    /// Outcomes of background work (replays) and warnings from librdkafka's threads.
+    notices_tx: Sender<Notice>,
+    notices_rx: Receiver<Notice>,
     notices: VecDeque<EngineError>,
     /// Handling times since the last sample, and the percentiles of the last one.
     latencies_us: Vec<u32>,
@@ -254,6 +266,7 @@ impl Core {
                     rate: 0.0,
                     blocked: None,
                     advance_sent: None,
+                    largest_record: 0,
                 },
             );
         }
@@ -366,6 +379,7 @@ impl Core {
             self.consumed += 1;
             part.start.get_or_insert(record.offset());
             let bytes = record.payload().map_or(0, <[u8]>::len) + record.key().map_or(0, <[u8]>::len);
+            part.largest_record = part.largest_record.max(bytes);
             part.tracker.received_sized(record.offset(), bytes);
             part.position = Some(record.offset() + 1);
             if !part.stash.is_empty() {
@@ -434,14 +448,14 @@ impl Core {
     /// Returns true when a partition became blocked or unblocked.
     pub fn drain_events(&mut self) -> bool {
         let mut blocked_changed = false;
-        while let Ok((is_error, message)) = self.notices_rx.try_recv() {
-            if is_error {
-                self.record_error("replay", message.clone());
+        while let Ok(Notice { area, error, message }) = self.notices_rx.try_recv() {
+            if error {
+                self.record_error(area, message.clone());
             }
             if self.notices.len() == ERROR_HISTORY {
                 self.notices.pop_front();
             }
-            self.notices.push_back(EngineError { at_ms: ms(SystemTime::now()), area: "replay".into(), message });
+            self.notices.push_back(EngineError { at_ms: ms(SystemTime::now()), area: area.into(), message });
             self.dirty = true;
         }
         while let Ok(ev) = self.events_rx.try_recv() {
@@ -544,9 +558,10 @@ impl Core {
             // is left is progress without records (past transaction markers): the
             // idle partition's worker commits it in a transaction of its own.
             for (tp, w) in offsets {
+                let held = self.operator_paused.contains(&tp);
                 let Some(part) = self.parts.get_mut(&tp) else { continue };
                 let asked = part.advance_sent.is_some_and(|(o, at)| o == w && at.elapsed() < ADVANCE_RETRY);
-                if part.tracker.unfinished() == 0 && !asked && only.is_none() {
+                if part.tracker.unfinished() == 0 && !asked && only.is_none() && !held && part.blocked.is_none() {
                     part.worker.command(WorkerCommand::Advance(w));
                     part.advance_sent = Some((w, Instant::now()));
                 }
@@ -660,7 +675,7 @@ impl Core {
         true
     }
 
-    pub fn notices(&self) -> Sender<(bool, String)> {
+    pub fn notices(&self) -> Sender<Notice> {
         self.notices_tx.clone()
     }
 
@@ -683,10 +698,12 @@ impl Core {
     pub fn apply_backpressure(&mut self, consumer: &KConsumer) {
         let now = Instant::now();
         let mut changed = false;
-        // Each partition gets an equal share of the byte budget.
+        // Each partition gets an equal share of the byte budget, and room for two of
+        // its largest records at least (else huge records would pause it after each).
         let share = self.queue_bytes / self.parts.len().max(1);
-        let bp = BackPressure { high_bytes: share, low_bytes: share / 4, ..self.backpressure };
         for (tp, part) in self.parts.iter_mut() {
+            let mine = share.max(2 * part.largest_record);
+            let bp = BackPressure { high_bytes: mine, low_bytes: mine / 4, ..self.backpressure };
             let decided = bp.decide(part.queued(), part.tracker.unfinished_bytes(), part.bp_since, now);
             if decided.is_some() != part.bp_since.is_some() {
                 tracing::info!("back-pressure {} {}", if decided.is_some() { "pauses" } else { "resumes" }, tp_name(tp));

@@ -35,7 +35,7 @@ use tokio::sync::watch;
 
 pub use self::commit::CommitStrategy;
 use self::context::{EngineContext, KConsumer};
-use self::core::{Core, Identity};
+use self::core::{Core, Identity, Notice};
 pub use self::handler::{Failure, Handler, HandlerFactory, Stage};
 pub use self::sink::SinkSpec;
 pub use self::worker::{RetryOrdering, RetryPolicy};
@@ -247,6 +247,9 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "1000")
+        // Partitions added to a subscribed topic (and new topics matching a pattern)
+        // are seen at the next metadata refresh: 10 s, not librdkafka's 5 minutes.
+        .set("topic.metadata.refresh.interval.ms", "10000")
         // The default (1 s) stalls the fetcher whenever a local queue threshold is hit.
         .set("fetch.queue.backoff.ms", "10")
         // The memory budget: a quarter for librdkafka's prefetch queue (16 MiB at
@@ -254,7 +257,8 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
         // benches/throughput.sh), a quarter for one fetch response, half for
         // kdeck's own queues (see Core::apply_backpressure).
         .set("queued.max.messages.kbytes", (config.max_queue_bytes / 4 / 1024).to_string())
-        .set("fetch.max.bytes", (config.max_queue_bytes / 4).to_string())
+        // librdkafka refuses a fetch.max.bytes below message.max.bytes (shared with -X).
+        .set("fetch.max.bytes", fetch_max_bytes(&config).to_string())
         .set("max.partition.fetch.bytes", (config.max_queue_bytes / 4).min(1 << 20).to_string());
     if config.exactly_once.as_ref().is_some_and(|e| e.commits_offsets()) {
         // Read only committed output of other transactions (a chain of eos consumers).
@@ -264,7 +268,11 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
         cc.set(k, v);
     }
     let consumer: KConsumer = cc
-        .create_with_context(EngineContext { core: core.clone(), exactly_once: config.exactly_once.clone() })
+        .create_with_context(EngineContext {
+            core: core.clone(),
+            exactly_once: config.exactly_once.clone(),
+            notices: core.lock().unwrap().notices(),
+        })
         .map_err(|e| anyhow!("{}", describe_client_error(e)))?;
 
     check_cluster(&consumer, &config)?;
@@ -298,6 +306,12 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
         .name("kdeck-poll".into())
         .spawn(move || poll_loop(consumer, core, commands_rx, snap_tx, loop_shutdown, drain_timeout))?;
     Ok(EngineHandle { commands: commands_tx, snapshots: snap_rx, shutdown, thread: Some(thread) })
+}
+
+/// A quarter of the memory budget, but never below `-X message.max.bytes`.
+fn fetch_max_bytes(config: &EngineConfig) -> usize {
+    let message_max = config.property("message.max.bytes").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+    (config.max_queue_bytes / 4).max(message_max)
 }
 
 fn describe_client_error(e: KafkaError) -> String {
@@ -442,8 +456,8 @@ fn apply(core: &mut Core, consumer: &KConsumer, cmd: Command, shutdown: &AtomicB
                 let outcome = replay::ReplayTarget::from_audit(dlq.audit(), audit_id)
                     .and_then(|t| replay::replay(&t, mode, force, dlq.audit(), dlq.producer(), &handlers));
                 let _ = notices.send(match outcome {
-                    Ok(o) => (false, format!("replay of audit #{audit_id}: {o}")),
-                    Err(e) => (true, format!("replay of audit #{audit_id} failed: {e}")),
+                    Ok(o) => Notice { area: "replay", error: false, message: format!("replay of audit #{audit_id}: {o}") },
+                    Err(e) => Notice { area: "replay", error: true, message: format!("replay of audit #{audit_id} failed: {e}") },
                 });
             });
         }

@@ -225,6 +225,13 @@ impl Drop for Worker {
     }
 }
 
+/// How a hold on a record ends.
+enum Hold {
+    Retry,
+    DeadLetter,
+    Stopped,
+}
+
 struct Parked {
     record: OwnedMessage,
     attempts: u32,
@@ -268,8 +275,18 @@ impl State {
 
     fn run(&mut self) {
         loop {
+            // Only the newest request to commit past markers matters; none once stopping
+            // (the partition may belong to another member already).
+            let mut advance = None;
             while let Ok(cmd) = self.commands.try_recv() {
-                self.apply(cmd);
+                match cmd {
+                    _ if self.stopped() => break,
+                    WorkerCommand::Advance(o) => advance = advance.max(Some(o)),
+                    cmd => self.apply(cmd),
+                }
+            }
+            if let Some(o) = advance.filter(|_| !self.stopped()) {
+                self.advance(o);
             }
             if self.stopped() {
                 break;
@@ -346,6 +363,8 @@ impl State {
     fn attempt(&mut self, record: OwnedMessage, attempts: u32, was_parked: bool) {
         self.current = Some(record.offset());
         let mut backoff = Duration::from_millis(200);
+        // In the retry queue (for the screen and the operator's keys) while held.
+        let mut listed = was_parked;
         loop {
             let started = Instant::now();
             match self.handler.handle(&record) {
@@ -353,18 +372,33 @@ impl State {
                     self.set_blocked(None);
                     self.done.push(record.offset());
                     self.latencies_us.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                    if was_parked {
+                    if listed {
                         self.emit(WorkerEvent::Unparked { tp: self.tp.clone(), offset: record.offset() });
                     }
                     self.release_key(record.key());
                 }
                 Err(failure) if failure.unavailable => {
                     // Not this record's fault: hold the partition (what finished before it
-                    // may still be committed) and try the same record again.
+                    // may still be committed) and try the same record again, until the
+                    // sink works or the operator sends the record on.
                     self.emit(WorkerEvent::Failed { tp: self.tp.clone(), offset: record.offset(), failure: failure.clone() });
                     self.set_blocked(Some(format!("{} unavailable: {}", failure.stage, failure.message)));
-                    if !self.flush() || !self.sleep(backoff) {
+                    let due = Instant::now() + backoff;
+                    let view = self.retry_view(&record, attempts, Some(due), &failure);
+                    self.emit(WorkerEvent::Parked { tp: self.tp.clone(), view });
+                    listed = true;
+                    if !self.flush() {
                         return; // stopping: the record stays unfinished, so uncommitted
+                    }
+                    match self.hold(due, record.offset()) {
+                        Hold::Stopped => return,
+                        Hold::Retry => {}
+                        Hold::DeadLetter => {
+                            self.set_blocked(None);
+                            let message = format!("{} (sent to the dead-letter topic by the operator)", failure.message);
+                            self.dead_letter(record, Failure { message, ..failure }, attempts, true);
+                            return;
+                        }
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
@@ -373,7 +407,7 @@ impl State {
                     self.set_blocked(None);
                     self.emit(WorkerEvent::Failed { tp: self.tp.clone(), offset: record.offset(), failure: failure.clone() });
                     if failure.permanent || attempts >= self.retry.max_attempts {
-                        self.dead_letter(record, failure, attempts, was_parked);
+                        self.dead_letter(record, failure, attempts, listed);
                     } else {
                         let due = Instant::now() + self.retry.backoff(attempts);
                         self.park(record, attempts, Some(due), failure);
@@ -381,6 +415,30 @@ impl State {
                 }
             }
             return;
+        }
+    }
+
+    /// Waits until `until` while the record at `offset` is held, taking the
+    /// operator's retry-now and dead-letter-now for it (others as usual).
+    fn hold(&mut self, until: Instant, offset: i64) -> Hold {
+        loop {
+            if self.stopped() {
+                return Hold::Stopped;
+            }
+            while let Ok(cmd) = self.commands.try_recv() {
+                match cmd {
+                    WorkerCommand::RetryNow(o) if o == offset => return Hold::Retry,
+                    WorkerCommand::DeadLetterNow(o) if o == offset => return Hold::DeadLetter,
+                    // Nothing past a held record is committed; the engine asks again later.
+                    WorkerCommand::Advance(_) => {}
+                    cmd => self.apply(cmd),
+                }
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Hold::Retry;
+            }
+            std::thread::sleep((until - now).min(Duration::from_millis(10)));
         }
     }
 
@@ -392,12 +450,12 @@ impl State {
         }
     }
 
-    fn park(&mut self, record: OwnedMessage, attempts: u32, due: Option<Instant>, failure: Failure) {
+    fn retry_view(&self, record: &OwnedMessage, attempts: u32, due: Option<Instant>, failure: &Failure) -> RetryView {
         let due_ms = due.map(|d| {
             let from_now = d.saturating_duration_since(Instant::now());
             (SystemTime::now() + from_now).duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
         });
-        let view = RetryView {
+        RetryView {
             topic: self.tp.0.clone(),
             partition: self.tp.1,
             offset: record.offset(),
@@ -406,7 +464,11 @@ impl State {
             next_due_ms: due_ms,
             stage: failure.stage.to_string(),
             last_error: failure.message.clone(),
-        };
+        }
+    }
+
+    fn park(&mut self, record: OwnedMessage, attempts: u32, due: Option<Instant>, failure: Failure) {
+        let view = self.retry_view(&record, attempts, due, &failure);
         self.emit(WorkerEvent::Parked { tp: self.tp.clone(), view });
         let at = self.parked.partition_point(|p| p.record.offset() < record.offset());
         self.parked.insert(at, Parked { record, attempts, due, failure });
@@ -502,10 +564,8 @@ impl State {
                 latencies_us: Vec::new(),
                 flushed_to: next_offset,
             }),
-            Err(failure) => {
-                let failure = Failure { stage: Stage::Sink, ..failure };
-                self.emit(WorkerEvent::Failed { tp: self.tp.clone(), offset: next_offset, failure });
-            }
+            // Not a record's failure: the engine asks again later.
+            Err(failure) => tracing::warn!("{}[{}]: committing up to {next_offset} failed: {failure}", self.tp.0, self.tp.1),
         }
     }
 
@@ -519,7 +579,7 @@ impl State {
         let tp = self.tp.clone();
         let progress = Progress { topic: &tp.0, partition: tp.1, next_offset };
         let mut backoff = Duration::from_millis(50);
-        let mut failed = false;
+        let (mut failed, before) = (false, self.blocked.clone());
         while let Err(failure) = self.handler.flush(Some(&progress)) {
             // A flush failing is the sink's trouble, never a record's: the partition waits.
             let failure = Failure { stage: Stage::Sink, ..failure };
@@ -532,7 +592,8 @@ impl State {
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         if failed {
-            self.set_blocked(None);
+            // Back to what the caller had (it may still be held by something else).
+            self.set_blocked(before);
         }
         let offsets = std::mem::replace(&mut self.done, Vec::with_capacity(MAX_BATCH));
         let latencies_us = std::mem::replace(&mut self.latencies_us, Vec::with_capacity(MAX_BATCH));

@@ -29,9 +29,24 @@ impl ProducerContext for DeliveryContext {
     fn delivery(&self, result: &DeliveryResult<'_>, tx: Self::DeliveryOpaque) {
         let _ = tx.send(match result {
             Ok(m) => Ok((m.partition(), m.offset())),
-            Err((e, _)) => Err(e.to_string()),
+            Err((e, _)) => Err(explain(e)),
         });
     }
+}
+
+/// An error in words, with what to change when retrying cannot help by itself.
+pub fn explain(e: &rdkafka::error::KafkaError) -> String {
+    use rdkafka::types::RDKafkaErrorCode::*;
+    let advice = match e.rdkafka_error_code() {
+        Some(MessageSizeTooLarge | InvalidMessageSize | MessageBatchTooLarge) => {
+            "; it can never be written as it is: raise the topic's max.message.bytes (and -X message.max.bytes) to take it"
+        }
+        Some(TopicAuthorizationFailed | ClusterAuthorizationFailed) => {
+            "; it can never be written without the right: grant WRITE on the topic to this user (or choose another topic)"
+        }
+        _ => "",
+    };
+    format!("{e}{advice}")
 }
 
 /// A producer whose sends can be waited on (dead letters, republished replays).
@@ -93,7 +108,7 @@ impl Producer {
         if let Some(p) = partition {
             record = record.partition(p);
         }
-        send_when_room(&self.producer, record).map_err(|e| e.to_string())?;
+        send_when_room(&self.producer, record).map_err(|e| explain(&e))?;
         Ok(rx)
     }
 

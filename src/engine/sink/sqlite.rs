@@ -93,6 +93,8 @@ impl SqliteTarget {
             eos: self.eos.clone(),
             expected,
             eos_seen,
+            pending: Vec::new(),
+            fail_next_advance: false,
         })
     }
 }
@@ -101,12 +103,29 @@ pub struct SqliteSink {
     conn: Connection,
     tables: HashSet<String>,
     in_tx: bool,
+    /// The writes of the batch not yet committed. While `in_tx` they are all in
+    /// the open transaction; when a transaction is lost (rolled back by us, or
+    /// by SQLite itself on a full disk or an I/O error) they are done again in
+    /// the next one, so a batch is committed whole or not at all.
+    pending: Vec<Row>,
     sql: Option<String>,
     group: String,
     eos: Arc<ExactlyOnce>,
     expected: Option<i64>,
     /// Whether `expected` was read while exactly-once was on (it is re-read when it comes on).
     eos_seen: bool,
+    /// Tests only: the next offset update fails the way a full disk does
+    /// (SQLite rolls the transaction back by itself).
+    fail_next_advance: bool,
+}
+
+/// One write, as its bound values.
+#[derive(Debug, Clone)]
+enum Row {
+    /// The default table of `topic`: topic, partition, offset, key, value, headers, timestamp.
+    Default { topic: String, values: [Sql; 7] },
+    /// The user's statement, by parameter index.
+    User(Vec<(usize, Sql)>),
 }
 
 /// The database itself failing (read-only, full, locked, gone) is the sink's
@@ -140,41 +159,90 @@ impl SqliteSink {
         Ok(name)
     }
 
+    /// Opens a transaction if none is open, with every pending write done again in it.
     fn begin(&mut self) -> Result<(), Failure> {
-        if !self.in_tx {
-            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(sink_err)?;
-            self.in_tx = true;
+        self.notice_lost_transaction();
+        if self.in_tx {
+            return Ok(());
+        }
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(sink_err)?;
+        self.in_tx = true;
+        let rows = std::mem::take(&mut self.pending);
+        for row in &rows {
+            if let Err(e) = self.execute(row) {
+                self.pending = rows;
+                self.rollback();
+                return Err(sink_err(e));
+            }
+        }
+        self.pending = rows;
+        Ok(())
+    }
+
+    /// Ends the open transaction without its writes; they stay pending.
+    fn rollback(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        self.in_tx = false;
+        // Tables created in the lost transaction are gone with it.
+        self.tables.clear();
+    }
+
+    /// SQLite may have rolled the whole transaction back by itself (a full disk,
+    /// an I/O error): trust the connection, not `in_tx`.
+    fn notice_lost_transaction(&mut self) {
+        if self.in_tx && self.conn.is_autocommit() {
+            self.in_tx = false;
+            self.tables.clear();
+        }
+    }
+
+    fn execute(&mut self, row: &Row) -> rusqlite::Result<()> {
+        match row {
+            Row::Default { topic, values } => {
+                let table = self.table(topic)?;
+                let mut st = self.conn.prepare_cached(&format!(
+                    "INSERT OR IGNORE INTO {table} (topic, partition, offset, key, value, headers, timestamp)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                ))?;
+                st.execute(rusqlite::params_from_iter(values.iter()))?;
+            }
+            Row::User(values) => {
+                let sql = self.sql.as_deref().unwrap_or_default();
+                let mut st = self.conn.prepare_cached(sql)?;
+                for (i, v) in values {
+                    st.raw_bind_parameter(*i, v)?;
+                }
+                st.raw_execute()?;
+            }
         }
         Ok(())
     }
 
-    fn default_insert(&mut self, record: &OwnedMessage, value: &Value) -> Result<(), Failure> {
-        let table = self.table(record.topic()).map_err(sink_err)?;
-        self.conn
-            .prepare_cached(&format!(
-                "INSERT OR IGNORE INTO {table} (topic, partition, offset, key, value, headers, timestamp)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-            ))
-            .and_then(|mut st| {
-                st.execute(params![
-                    record.topic(),
-                    record.partition(),
-                    record.offset(),
-                    lossy(record.key()),
-                    value.to_string(),
-                    Value::Object(headers_json(record)).to_string(),
-                    record.timestamp().to_millis(),
-                ])
-            })
-            .map(|_| ())
-            .map_err(sink_err)
+    fn default_row(record: &OwnedMessage, value: &Value) -> Row {
+        let opt = |v: Option<String>| v.map_or(Sql::Null, Sql::Text);
+        Row::Default {
+            topic: record.topic().to_string(),
+            values: [
+                Sql::Text(record.topic().to_string()),
+                Sql::Integer(record.partition().into()),
+                Sql::Integer(record.offset()),
+                opt(lossy(record.key())),
+                Sql::Text(value.to_string()),
+                Sql::Text(Value::Object(headers_json(record)).to_string()),
+                record.timestamp().to_millis().map_or(Sql::Null, Sql::Integer),
+            ],
+        }
     }
 
-    /// Runs the user's statement with every named parameter bound from the record:
+    /// The user's statement with every named parameter bound from the record:
     /// `:topic :partition :offset :key :value :timestamp`, or a top-level field of
     /// a JSON object value by its name; anything else binds NULL.
-    fn user_statement(&mut self, sql: &str, record: &OwnedMessage, value: &Value) -> Result<(), Failure> {
-        let mut st = self.conn.prepare_cached(sql).map_err(|e| Failure::retryable(Stage::Handle, format!("--sql: {e}")))?;
+    fn user_row(&mut self, record: &OwnedMessage, value: &Value) -> Result<Row, Failure> {
+        let sql = self.sql.as_deref().unwrap_or_default();
+        let st = self.conn.prepare_cached(sql).map_err(|e| Failure::retryable(Stage::Handle, format!("--sql: {e}")))?;
+        let mut values = Vec::with_capacity(st.parameter_count());
         for i in 1..=st.parameter_count() {
             let Some(name) = st.parameter_name(i) else { continue };
             let bound = match &name[1..] {
@@ -186,17 +254,18 @@ impl SqliteSink {
                 "timestamp" => record.timestamp().to_millis().map_or(Sql::Null, Sql::Integer),
                 field => json_to_sql(value.get(field)),
             };
-            st.raw_bind_parameter(i, bound).map_err(|e| Failure::retryable(Stage::Handle, format!("--sql: {e}")))?;
+            values.push((i, bound));
         }
-        st.raw_execute().map(|_| ()).map_err(|e| match sink_err(e) {
-            f if f.unavailable => f,
-            f => Failure::retryable(Stage::Handle, f.message.replacen("SQLite", "--sql failed", 1)),
-        })
+        Ok(Row::User(values))
     }
 
     /// The offset compare-and-set: fails (and so rolls back) when another consumer
     /// moved the partition on since this worker began.
     fn advance(&mut self, p: &Progress) -> Result<(), Failure> {
+        if std::mem::take(&mut self.fail_next_advance) {
+            let _ = self.conn.execute_batch("ROLLBACK"); // what SQLite does on SQLITE_FULL
+            return Err(Failure::unavailable(Stage::Sink, "SQLite: database or disk is full (test)"));
+        }
         let group = self.group.clone();
         let changed = match self.expected {
             Some(expected) => self.conn.execute(
@@ -231,10 +300,25 @@ fn json_to_sql(v: Option<&Value>) -> Sql {
 
 impl Sink for SqliteSink {
     fn write(&mut self, record: &OwnedMessage, value: &Value) -> Result<(), Failure> {
+        let row = match self.sql {
+            Some(_) => self.user_row(record, value)?,
+            None => SqliteSink::default_row(record, value),
+        };
         self.begin()?;
-        match self.sql.clone() {
-            Some(sql) => self.user_statement(&sql, record, value),
-            None => self.default_insert(record, value),
+        match self.execute(&row) {
+            Ok(()) => {
+                self.pending.push(row);
+                Ok(())
+            }
+            Err(e) => {
+                self.notice_lost_transaction();
+                let f = sink_err(e);
+                Err(match (&self.sql, f.unavailable) {
+                    // The user's statement failing on this record's values is about the record.
+                    (Some(_), false) => Failure::retryable(Stage::Handle, f.message.replacen("SQLite", "--sql failed", 1)),
+                    _ => f,
+                })
+            }
         }
     }
 
@@ -245,20 +329,25 @@ impl Sink for SqliteSink {
             self.expected = stored(&self.conn, &self.group, p.topic, p.partition).map_err(sink_err)?;
         }
         self.eos_seen = self.eos.enabled();
-        if let Some(p) = eos {
-            // Even a batch of dead-lettered records only moves the offset, in a transaction of its own.
-            self.begin()?;
-            if let Err(f) = self.advance(p) {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                self.in_tx = false;
+        if eos.is_none() && self.pending.is_empty() && !self.in_tx {
+            return Ok(());
+        }
+        // Even a batch of dead-lettered records only moves the offset, in a transaction of its own.
+        let outcome = self.begin().and_then(|()| match eos {
+            Some(p) => self.advance(p),
+            None => Ok(()),
+        });
+        let outcome = outcome.and_then(|()| self.conn.execute_batch("COMMIT").map_err(sink_err));
+        if let Err(f) = outcome {
+            // The batch stays pending and is written whole in the next attempt.
+            self.rollback();
+            if eos.is_some() {
                 self.eos.closed(Some(&f.message));
-                return Err(f);
             }
+            return Err(f);
         }
-        if self.in_tx {
-            self.conn.execute_batch("COMMIT").map_err(sink_err)?;
-            self.in_tx = false;
-        }
+        self.in_tx = false;
+        self.pending.clear();
         if let Some(p) = eos {
             self.expected = Some(p.next_offset);
             self.eos.closed(None);
@@ -317,5 +406,48 @@ mod tests {
         assert_eq!(target.eos.next_offset("t", 0).unwrap(), Some(2));
         target.eos.set_enabled(false).unwrap();
         assert_eq!(target.eos.next_offset("t", 0).unwrap(), None, "leaving eos forgets the stored offsets");
+    }
+
+    #[test]
+    fn a_transaction_lost_at_commit_time_is_written_whole_on_the_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.sqlite");
+        Connection::open(&db).unwrap().execute_batch("CREATE TABLE totals (k INTEGER PRIMARY KEY, n INTEGER)").unwrap();
+        let sql = "INSERT INTO totals(k, n) VALUES(1, 1) ON CONFLICT(k) DO UPDATE SET n = n + 1";
+        let target = SqliteTarget::new(&db, Some(sql.into()), "g").unwrap();
+        target.eos.set_enabled(true).unwrap();
+        let mut sink = target.open("t", 0).unwrap();
+        let v = serde_json::json!({});
+        sink.write(&record(0, "{}"), &v).unwrap();
+        sink.write(&record(1, "{}"), &v).unwrap();
+        // The disk fills as the offset is written: SQLite rolls back the whole batch.
+        sink.fail_next_advance = true;
+        let e = sink.flush(Some(&Progress { topic: "t", partition: 0, next_offset: 2 })).unwrap_err();
+        assert!(e.unavailable, "{e:?}");
+        // The worker tries the flush again: the batch must be written with its offset, not the offset alone.
+        sink.flush(Some(&Progress { topic: "t", partition: 0, next_offset: 2 })).unwrap();
+        let n: i64 = Connection::open(&db).unwrap().query_row("SELECT n FROM totals", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 2, "both records applied, once each");
+        assert_eq!(target.eos.next_offset("t", 0).unwrap(), Some(2));
+        sink.write(&record(2, "{}"), &v).unwrap();
+        sink.flush(Some(&Progress { topic: "t", partition: 0, next_offset: 3 })).unwrap();
+        let n: i64 = Connection::open(&db).unwrap().query_row("SELECT n FROM totals", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 3, "committed writes are not done again");
+    }
+
+    #[test]
+    fn a_write_after_sqlite_rolled_back_by_itself_redoes_the_batch_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.sqlite");
+        let target = SqliteTarget::new(&db, None, "g").unwrap();
+        let mut sink = target.open("t", 0).unwrap();
+        let v = serde_json::json!({});
+        sink.write(&record(0, "{}"), &v).unwrap();
+        // As SQLite does on an I/O error mid-transaction: the transaction is gone.
+        sink.conn.execute_batch("ROLLBACK").unwrap();
+        sink.write(&record(1, "{}"), &v).unwrap();
+        sink.flush(None).unwrap();
+        let rows: i64 = Connection::open(&db).unwrap().query_row("SELECT count(*) FROM \"t\"", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 2, "the lost write was done again");
     }
 }
