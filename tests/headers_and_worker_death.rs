@@ -111,5 +111,7 @@ fn a_worker_that_dies_blocks_its_partition_and_the_run_fails() {
     let p = &last["partitions"][0];
     assert_eq!(p["state"], "blocked", "{p}");
     assert!(p["blocked"].as_str().unwrap().contains("failpoint panic-worker"), "{p}");
+    assert_eq!(p["committed"], serde_json::Value::Null);
+    assert_eq!(p["lag"], 20, "nothing committed: all 20 records wait, never lag 0");
     assert!(committed_offsets(&group, &topic)[&0] <= 0, "nothing past the crashed record is committed");
 }

@@ -197,4 +197,80 @@ mod tests {
         t.finished(5);
         assert_eq!(t.watermark(), Some(6));
     }
+
+    mod model {
+        use super::super::OffsetTracker;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            /// A record delivered `gap` offsets after the last (compaction, markers).
+            Receive { gap: u8 },
+            /// The `pick`-th unfinished record finishes (handled, dead-lettered or
+            /// un-parked: finishing is out of order across parked records).
+            Finish { pick: usize },
+            /// The consumer's position runs `ahead` past the last delivered record
+            /// (transaction markers, aborted records skipped).
+            Skip { ahead: u8 },
+            /// A commit of whatever the tracker says is done.
+            Commit,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => (0u8..3).prop_map(|gap| Op::Receive { gap }),
+                4 => any::<usize>().prop_map(|pick| Op::Finish { pick }),
+                1 => (0u8..3).prop_map(|ahead| Op::Skip { ahead }),
+                2 => Just(Op::Commit),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            /// Whatever the interleaving, nothing is ever committed past a record that
+            /// was received and has not finished, and the commit never goes back.
+            #[test]
+            fn never_commits_past_an_unfinished_record(ops in proptest::collection::vec(op(), 1..200)) {
+                let mut t = OffsetTracker::default();
+                let (mut next, mut unfinished, mut committed) = (0i64, Vec::<i64>::new(), None::<i64>);
+                for op in ops {
+                    match op {
+                        Op::Receive { gap } => {
+                            let o = next + gap as i64;
+                            t.received_sized(o, 10);
+                            unfinished.push(o);
+                            next = o + 1;
+                        }
+                        Op::Finish { pick } if !unfinished.is_empty() => {
+                            let o = unfinished.remove(pick % unfinished.len());
+                            prop_assert!(t.finished(o));
+                        }
+                        Op::Finish { .. } => {}
+                        Op::Skip { ahead } => {
+                            // librdkafka's position: past everything delivered, and past what it skipped.
+                            next += ahead as i64;
+                            t.caught_up_to(next);
+                        }
+                        Op::Commit => {
+                            if let Some(w) = t.watermark() {
+                                prop_assert!(committed.is_none_or(|c| w >= c), "the commit went back from {:?} to {w}", committed);
+                                committed = Some(w);
+                            }
+                        }
+                    }
+                    if let (Some(c), Some(&oldest)) = (committed, unfinished.iter().min()) {
+                        prop_assert!(c <= oldest, "committed {c} past unfinished {oldest}");
+                    }
+                    prop_assert_eq!(t.unfinished(), unfinished.len());
+                    prop_assert_eq!(t.unfinished_bytes(), unfinished.len() * 10);
+                }
+                // Once everything has finished, the watermark is the position.
+                for o in unfinished.drain(..) {
+                    t.finished(o);
+                }
+                t.caught_up_to(next);
+                prop_assert_eq!(t.watermark().unwrap_or(next), next);
+            }
+        }
+    }
 }

@@ -20,7 +20,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::eos::ExactlyOnce;
-use super::{headers_json, lossy, Sink};
+use super::{lossy, Sink};
 use crate::engine::handler::{Failure, Progress, Stage};
 
 const OFFSETS_TABLE: &str = "CREATE TABLE IF NOT EXISTS kdeck_offsets (
@@ -35,7 +35,9 @@ pub(super) fn open(path: &Path) -> Result<Connection, String> {
     let conn = Connection::open(path).map_err(fail)?;
     conn.busy_timeout(Duration::from_secs(30)).map_err(fail)?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(fail)?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(fail)?;
+    // FULL: a committed batch survives a power loss, as the Kafka commit that
+    // follows it does (NORMAL may lose the last transactions in WAL mode).
+    conn.pragma_update(None, "synchronous", "FULL").map_err(fail)?;
     conn.execute_batch(OFFSETS_TABLE).map_err(fail)?;
     Ok(conn)
 }
@@ -62,7 +64,10 @@ impl SqliteTarget {
     pub fn new(path: &Path, sql: Option<String>, group: &str) -> Result<SqliteTarget, String> {
         let conn = open(path)?;
         if let Some(sql) = &sql {
-            conn.prepare(sql).map_err(|e| format!("the --sql statement does not prepare: {e}"))?;
+            let st = conn.prepare(sql).map_err(|e| format!("the --sql statement does not prepare: {e}"))?;
+            if st.column_count() > 0 {
+                return Err("the --sql statement returns rows (a SELECT or RETURNING); give a statement that only writes".into());
+            }
         }
         let eos = Arc::new(ExactlyOnce::sqlite(path, group));
         Ok(SqliteTarget { path: path.to_path_buf(), sql, group: group.to_string(), eos })
@@ -122,8 +127,9 @@ pub struct SqliteSink {
 /// One write, as its bound values.
 #[derive(Debug, Clone)]
 enum Row {
-    /// The default table of `topic`: topic, partition, offset, key, value, headers, timestamp.
-    Default { topic: String, values: [Sql; 7] },
+    /// The default table of `topic`: topic, partition, offset, key, value, headers,
+    /// timestamp, headers_b64.
+    Default { topic: String, values: [Sql; 8] },
     /// The user's statement, by parameter index.
     User(Vec<(usize, Sql)>),
 }
@@ -151,9 +157,13 @@ impl SqliteSink {
             self.conn.execute_batch(&format!(
                 "CREATE TABLE IF NOT EXISTS {name} (
                     topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
-                    key TEXT, value TEXT, headers TEXT, timestamp INTEGER,
+                    key TEXT, value TEXT, headers TEXT, timestamp INTEGER, headers_b64 TEXT,
                     PRIMARY KEY (topic, partition, offset))"
             ))?;
+            // Tables made before headers_b64 existed get it.
+            if self.conn.prepare(&format!("SELECT headers_b64 FROM {name} LIMIT 0")).is_err() {
+                self.conn.execute_batch(&format!("ALTER TABLE {name} ADD COLUMN headers_b64 TEXT"))?;
+            }
             self.tables.insert(name.clone());
         }
         Ok(name)
@@ -203,18 +213,32 @@ impl SqliteSink {
             Row::Default { topic, values } => {
                 let table = self.table(topic)?;
                 let mut st = self.conn.prepare_cached(&format!(
-                    "INSERT OR IGNORE INTO {table} (topic, partition, offset, key, value, headers, timestamp)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                    "INSERT OR IGNORE INTO {table} (topic, partition, offset, key, value, headers, timestamp, headers_b64)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
                 ))?;
                 st.execute(rusqlite::params_from_iter(values.iter()))?;
             }
             Row::User(values) => {
-                let sql = self.sql.as_deref().unwrap_or_default();
-                let mut st = self.conn.prepare_cached(sql)?;
-                for (i, v) in values {
-                    st.raw_bind_parameter(*i, v)?;
+                // A statement that fails part-way (OR FAIL, a trigger's RAISE(FAIL))
+                // keeps what it changed: undo it, so a retried record applies once.
+                self.conn.execute_batch("SAVEPOINT kdeck_row")?;
+                let outcome = (|| {
+                    let sql = self.sql.as_deref().unwrap_or_default();
+                    let mut st = self.conn.prepare_cached(sql)?;
+                    for (i, v) in values {
+                        st.raw_bind_parameter(*i, v)?;
+                    }
+                    st.raw_execute().map(|_| ())
+                })();
+                match outcome {
+                    Ok(()) => self.conn.execute_batch("RELEASE kdeck_row")?,
+                    Err(e) => {
+                        if !self.conn.is_autocommit() {
+                            let _ = self.conn.execute_batch("ROLLBACK TO kdeck_row; RELEASE kdeck_row");
+                        }
+                        return Err(e);
+                    }
                 }
-                st.raw_execute()?;
             }
         }
         Ok(())
@@ -222,6 +246,8 @@ impl SqliteSink {
 
     fn default_row(record: &OwnedMessage, value: &Value) -> Row {
         let opt = |v: Option<String>| v.map_or(Sql::Null, Sql::Text);
+        let raw = crate::engine::headers::of(record);
+        let exact = (!crate::engine::headers::all_text(&raw)).then(|| crate::engine::headers::to_base64(&raw).to_string());
         Row::Default {
             topic: record.topic().to_string(),
             values: [
@@ -230,8 +256,9 @@ impl SqliteSink {
                 Sql::Integer(record.offset()),
                 opt(lossy(record.key())),
                 Sql::Text(value.to_string()),
-                Sql::Text(Value::Object(headers_json(record)).to_string()),
+                Sql::Text(Value::Object(crate::engine::headers::to_json(&raw)).to_string()),
                 record.timestamp().to_millis().map_or(Sql::Null, Sql::Integer),
+                opt(exact),
             ],
         }
     }
@@ -449,5 +476,65 @@ mod tests {
         sink.flush(None).unwrap();
         let rows: i64 = Connection::open(&db).unwrap().query_row("SELECT count(*) FROM \"t\"", [], |r| r.get(0)).unwrap();
         assert_eq!(rows, 2, "the lost write was done again");
+    }
+
+    #[test]
+    fn a_statement_that_fails_part_way_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.sqlite");
+        Connection::open(&db).unwrap().execute_batch("CREATE TABLE log (n INTEGER PRIMARY KEY)").unwrap();
+        // OR FAIL keeps the rows a statement inserted before the one that failed.
+        let sql = "INSERT OR FAIL INTO log(n) SELECT value FROM json_each(:ids)";
+        let target = SqliteTarget::new(&db, Some(sql.into()), "g").unwrap();
+        let mut sink = target.open("t", 0).unwrap();
+        sink.write(&record(0, "{}"), &serde_json::json!({"ids": "[1]"})).unwrap();
+        let e = sink.write(&record(1, "{}"), &serde_json::json!({"ids": "[2, 1]"})).unwrap_err();
+        assert!(e.message.contains("UNIQUE"), "{e:?}");
+        sink.flush(None).unwrap();
+        let rows: Vec<i64> = Connection::open(&db)
+            .unwrap()
+            .prepare("SELECT n FROM log ORDER BY n")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows, vec![1], "the failed record left no row behind");
+    }
+
+    #[test]
+    fn a_statement_that_returns_rows_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.sqlite");
+        Connection::open(&db).unwrap().execute_batch("CREATE TABLE t (n INTEGER)").unwrap();
+        let e = SqliteTarget::new(&db, Some("INSERT INTO t(n) VALUES(1) RETURNING n".into()), "g").err().unwrap();
+        assert!(e.contains("returns rows"), "{e}");
+    }
+
+    #[test]
+    fn the_default_table_keeps_exact_header_bytes_beside_the_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.sqlite");
+        // A table from before headers_b64 existed gets the column.
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE \"t\" (topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+                 key TEXT, value TEXT, headers TEXT, timestamp INTEGER, PRIMARY KEY (topic, partition, offset))",
+            )
+            .unwrap();
+        let target = SqliteTarget::new(&db, None, "g").unwrap();
+        let mut sink = target.open("t", 0).unwrap();
+        let headers = crate::engine::headers::build([(&b"\xff"[..], Some(&b"v"[..]))]);
+        let odd = OwnedMessage::new(Some(b"{}".to_vec()), None, "t".into(), Timestamp::CreateTime(5), 0, 0, Some(headers));
+        sink.write(&odd, &serde_json::json!({})).unwrap();
+        sink.write(&record(1, "{}"), &serde_json::json!({})).unwrap();
+        sink.flush(None).unwrap();
+        let conn = Connection::open(&db).unwrap();
+        let exact: Option<String> = conn.query_row("SELECT headers_b64 FROM \"t\" WHERE offset = 0", [], |r| r.get(0)).unwrap();
+        let pairs = crate::engine::headers::from_base64(&serde_json::from_str(&exact.unwrap()).unwrap()).unwrap();
+        assert_eq!(pairs, vec![(b"\xff".to_vec(), Some(b"v".to_vec()))]);
+        let plain: Option<String> = conn.query_row("SELECT headers_b64 FROM \"t\" WHERE offset = 1", [], |r| r.get(0)).unwrap();
+        assert_eq!(plain, None, "text headers are exact as text");
     }
 }
