@@ -163,6 +163,10 @@ pub struct PipelineArgs {
     /// and each top-level field of a JSON value (:customer, :amount).
     #[arg(long)]
     pub sql: Option<String>,
+    /// With --sink exec: how long the child may take to answer a record before it
+    /// counts as hung (killed, restarted, the partition held meanwhile) (default 30s).
+    #[arg(long)]
+    pub exec_timeout: Option<String>,
     /// With --sink kafka: the output value is a JSON object of these fields (fields:a,b).
     #[arg(long)]
     pub transform: Option<String>,

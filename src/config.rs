@@ -120,6 +120,7 @@ pub fn pipeline(args: &PipelineArgs, file: &FileConfig, group: &str, brokers: &s
             properties: properties.to_vec(),
             transactional_id: args.transactional_id.clone(),
             transform: args.transform.clone(),
+            exec_timeout: duration("exec-timeout", args.exec_timeout.clone(), Duration::from_secs(30))?,
         },
         delay: duration("handler-delay", args.handler_delay.clone().or(file.handler_delay.clone()), Duration::ZERO)?,
     })

@@ -85,3 +85,31 @@ fn a_sink_that_goes_down_holds_the_partition_and_dead_letters_nothing() {
     assert_eq!(committed_offsets(&group, &topic)[&0], 20);
     assert!(read_topic(&dlq).is_empty());
 }
+
+#[test]
+fn an_exec_sink_that_never_answers_is_bounded_by_its_timeout_and_never_hangs_kdeck() {
+    let topic = unique("exec-silent");
+    create_topic(&topic, 1);
+    create_topic(&format!("{topic}.dlq"), 1);
+    produce_with_kcat(&topic, 5, 50);
+    let group = unique("g-exec-silent");
+    let dir = tempfile::tempdir().unwrap();
+    let status = dir.path().join("status.jsonl");
+    // Reads every record and never answers.
+    let mut child = run_to_end(&group, &topic, dir.path())
+        .args(["--json", "--exec-timeout", "1s", "--sink", "exec:cat > /dev/null"])
+        .stdout(std::fs::File::create(&status).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the partition held by the silent child", Duration::from_secs(30), || {
+        last_snapshot(&status).is_some_and(|s| s["partitions"][0]["blocked"].as_str().is_some_and(|b| b.contains("did not answer within 1s")))
+    });
+    assert_eq!(last_snapshot(&status).unwrap()["dead_lettered"], 0);
+    let asked = Instant::now();
+    sigterm(&child);
+    let code = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(asked.elapsed() < Duration::from_secs(15), "shutdown is bounded: {:?}", asked.elapsed());
+    assert!(!code.success(), "stopped while the sink could not work");
+    assert_eq!(committed_offsets(&group, &topic)[&0], -1);
+}

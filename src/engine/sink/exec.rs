@@ -5,8 +5,11 @@
 //! record at a time, so the child sees a simple request/answer stream.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use rdkafka::message::OwnedMessage;
 use serde_json::Value;
@@ -15,7 +18,9 @@ use super::{record_json, Sink};
 use crate::engine::handler::{Failure, Stage};
 
 /// How long a new child must stay up to count as started.
-const STARTUP_CHECK: std::time::Duration = std::time::Duration::from_millis(300);
+const STARTUP_CHECK: Duration = Duration::from_millis(300);
+/// How long a child may take to exit after its stdin closes, at shutdown.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct SharedChild {
@@ -24,11 +29,21 @@ pub struct SharedChild {
 
 struct Running {
     command: String,
-    child: Option<(Child, ChildStdin, BufReader<ChildStdout>)>,
+    /// How long one answer may take.
+    timeout: Duration,
+    child: Option<Proc>,
 }
 
-impl Running {
-    fn start(command: &str) -> Result<(Child, ChildStdin, BufReader<ChildStdout>), String> {
+/// A started child. Its pipes are served by two threads, so that a child that
+/// stops reading or answering can never block kdeck: every wait has a bound.
+struct Proc {
+    child: Child,
+    lines: Option<Sender<Vec<u8>>>,
+    answers: Receiver<String>,
+}
+
+impl Proc {
+    fn start(command: &str) -> Result<Proc, String> {
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(command)
@@ -37,32 +52,71 @@ impl Running {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("cannot start the exec sink `{command}`: {e}"))?;
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        Ok((child, stdin, stdout))
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let (lines, to_write) = crossbeam_channel::unbounded::<Vec<u8>>();
+        std::thread::Builder::new()
+            .name("kdeck-exec-in".into())
+            .spawn(move || {
+                for line in to_write {
+                    if stdin.write_all(&line).and_then(|_| stdin.flush()).is_err() {
+                        break;
+                    }
+                } // stdin dropped: the child sees EOF
+            })
+            .map_err(|e| format!("cannot start the exec sink's writer: {e}"))?;
+        let (answered, answers) = crossbeam_channel::unbounded::<String>();
+        std::thread::Builder::new()
+            .name("kdeck-exec-out".into())
+            .spawn(move || {
+                let mut line = Vec::new();
+                while matches!(stdout.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                    if answered.send(String::from_utf8_lossy(&line).trim().to_string()).is_err() {
+                        break;
+                    }
+                    line.clear();
+                }
+            })
+            .map_err(|e| format!("cannot start the exec sink's reader: {e}"))?;
+        Ok(Proc { child, lines: Some(lines), answers })
     }
 
-    fn ask(&mut self, line: &[u8]) -> Result<String, String> {
-        if self.child.is_none() {
-            self.child = Some(Running::start(&self.command)?);
+    /// Closes stdin and waits a little for the child to go; kills it if it does not.
+    fn end(mut self, grace: Duration) {
+        self.lines = None;
+        let until = Instant::now() + grace;
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
-        let (_, stdin, stdout) = self.child.as_mut().unwrap();
-        let mut answer = String::new();
-        let result = stdin
-            .write_all(line)
-            .and_then(|_| stdin.flush())
-            .and_then(|_| stdout.read_line(&mut answer).map(|_| ()));
-        match result {
-            Ok(()) if !answer.is_empty() => Ok(answer.trim().to_string()),
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    fn ask(&mut self, line: Vec<u8>) -> Result<String, String> {
+        if self.child.is_none() {
+            self.child = Some(Proc::start(&self.command)?);
+        }
+        let proc = self.child.as_mut().unwrap();
+        let sent = proc.lines.as_ref().is_some_and(|l| l.send(line).is_ok());
+        let outcome = if sent { proc.answers.recv_timeout(self.timeout) } else { Err(RecvTimeoutError::Disconnected) };
+        match outcome {
+            Ok(answer) if !answer.is_empty() => Ok(answer),
             outcome => {
-                // The child is gone or broken: reap it; the next record starts a new one.
-                if let Some((mut child, _, _)) = self.child.take() {
-                    let _ = child.kill();
-                    let _ = child.wait();
+                // The child is gone, broken or hung: end it; the next record starts a new one.
+                if let Some(proc) = self.child.take() {
+                    proc.end(Duration::ZERO);
                 }
                 Err(match outcome {
-                    Err(e) => format!("the exec sink `{}` failed: {e}", self.command),
-                    Ok(()) => format!("the exec sink `{}` exited without answering", self.command),
+                    Err(RecvTimeoutError::Timeout) => {
+                        format!("the exec sink `{}` did not answer within {}", self.command, humantime::format_duration(self.timeout))
+                    }
+                    Ok(_) => format!("the exec sink `{}` answered an empty line", self.command),
+                    Err(RecvTimeoutError::Disconnected) => format!("the exec sink `{}` exited without answering", self.command),
                 })
             }
         }
@@ -71,9 +125,8 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some((mut child, stdin, _)) = self.child.take() {
-            drop(stdin); // EOF: a well-behaved child exits by itself
-            let _ = child.wait();
+        if let Some(proc) = self.child.take() {
+            proc.end(EXIT_GRACE); // EOF first: a well-behaved child exits by itself
         }
     }
 }
@@ -81,11 +134,11 @@ impl Drop for Running {
 impl SharedChild {
     /// Starts the child and checks it is still there a moment later, so a typo
     /// in the command (the shell exits at once) is caught before any record moves.
-    pub fn start(command: &str) -> Result<SharedChild, String> {
-        let mut child = Running::start(command)?;
-        let until = std::time::Instant::now() + STARTUP_CHECK;
-        while std::time::Instant::now() < until {
-            if let Ok(Some(status)) = child.0.try_wait() {
+    pub fn start(command: &str, timeout: Duration) -> Result<SharedChild, String> {
+        let mut proc = Proc::start(command)?;
+        let until = Instant::now() + STARTUP_CHECK;
+        while Instant::now() < until {
+            if let Ok(Some(status)) = proc.child.try_wait() {
                 let why = match status.code() {
                     Some(127) => " (command not found)".to_string(),
                     Some(126) => " (not executable)".to_string(),
@@ -93,9 +146,10 @@ impl SharedChild {
                 };
                 return Err(format!("the exec sink `{command}` exited at start with {status}{why}; check the command"));
             }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(10));
         }
-        Ok(SharedChild { inner: Arc::new(Mutex::new(Running { command: command.to_string(), child: Some(child) })) })
+        let running = Running { command: command.to_string(), timeout, child: Some(proc) };
+        Ok(SharedChild { inner: Arc::new(Mutex::new(running)) })
     }
 }
 
@@ -118,7 +172,7 @@ impl Sink for SharedChild {
         let mut line = serde_json::to_vec(&record_json(record, value)).map_err(|e| Failure::retryable(Stage::Handle, e.to_string()))?;
         line.push(b'\n');
         // The child not starting, dying or breaking the pipe is the sink's trouble, not the record's.
-        let answer = self.inner.lock().unwrap().ask(&line).map_err(|e| Failure::unavailable(Stage::Sink, e))?;
+        let answer = self.inner.lock().unwrap().ask(line).map_err(|e| Failure::unavailable(Stage::Sink, e))?;
         parse_answer(&answer)
     }
 }

@@ -49,7 +49,7 @@ pub enum SinkSpec {
 }
 
 /// What sinks need besides their spec.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SinkOptions {
     /// The SQLite sink's statement per record (`--sql`).
     pub sql: Option<String>,
@@ -61,6 +61,22 @@ pub struct SinkOptions {
     pub properties: Vec<(String, String)>,
     pub transactional_id: Option<String>,
     pub transform: Option<String>,
+    /// The exec sink's bound on one answer.
+    pub exec_timeout: std::time::Duration,
+}
+
+impl Default for SinkOptions {
+    fn default() -> Self {
+        SinkOptions {
+            sql: None,
+            group: String::new(),
+            brokers: String::new(),
+            properties: Vec::new(),
+            transactional_id: None,
+            transform: None,
+            exec_timeout: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 impl std::str::FromStr for SinkSpec {
@@ -119,7 +135,7 @@ impl SinkFactory {
             SinkSpec::Null => FactoryKind::Null,
             SinkSpec::Jsonl(p) => FactoryKind::Jsonl(jsonl::SharedFile::open(p)?),
             SinkSpec::Sqlite(p) => FactoryKind::Sqlite(sqlite::SqliteTarget::new(p, o.sql.clone(), &o.group)?),
-            SinkSpec::Exec(c) => FactoryKind::Exec(exec::SharedChild::start(c)?),
+            SinkSpec::Exec(c) => FactoryKind::Exec(exec::SharedChild::start(c, o.exec_timeout)?),
             SinkSpec::Kafka(t) => {
                 // Stable across restarts of one instance (its group.instance.id), so a
                 // restarted instance aborts what its dead predecessor left open at once.
