@@ -81,9 +81,12 @@ impl Producer {
         self.wait(ack)
     }
 
-    /// Sends every record, then waits for all their acknowledgements.
-    pub fn send_all<'a>(&self, topic: &str, records: impl Iterator<Item = (Option<&'a [u8]>, Option<&'a [u8]>, OwnedHeaders)>) -> Result<(), String> {
-        let acks = records.map(|(k, v, h)| self.enqueue(topic, None, k, v, h)).collect::<Result<Vec<_>, _>>()?;
+    /// Sends every record (topic, key, value, headers), then waits for all their acknowledgements.
+    pub fn send_all<'a>(
+        &self,
+        records: impl Iterator<Item = (&'a str, Option<&'a [u8]>, Option<&'a [u8]>, OwnedHeaders)>,
+    ) -> Result<(), String> {
+        let acks = records.map(|(t, k, v, h)| self.enqueue(t, None, k, v, h)).collect::<Result<Vec<_>, _>>()?;
         acks.into_iter().try_for_each(|ack| self.wait(ack).map(|_| ()))
     }
 

@@ -196,12 +196,14 @@ impl Sink for KafkaSink {
     fn flush(&mut self, progress: Option<&Progress>) -> Result<(), Failure> {
         match progress.filter(|_| self.target.eos.enabled()) {
             Some(p) => self.target.transact(&self.batch, p)?,
-            // Outside eos dead letters never join the batch: all of it is output.
-            None => self
-                .target
-                .plain
-                .send_all(&self.target.topic, self.batch.iter().map(|o| (o.key.as_deref(), o.value.as_deref(), o.headers.clone())))
-                .map_err(|e| retry(format!("output topic {}: {e}", self.target.topic)))?,
+            // Each to its own topic: dead letters carried under eos stay dead letters
+            // when eos was switched off before the flush.
+            None => {
+                let records = self.batch.iter().map(|o| {
+                    (o.topic.as_deref().unwrap_or(&self.target.topic), o.key.as_deref(), o.value.as_deref(), o.headers.clone())
+                });
+                self.target.plain.send_all(records).map_err(|e| retry(format!("output topic {}: {e}", self.target.topic)))?
+            }
         }
         // Kept until it is safely out: a failed flush is tried again with the same batch.
         self.batch.clear();
