@@ -319,6 +319,19 @@ fn an_aborted_transaction_is_invisible_and_processing_completes() {
 }
 
 #[test]
+fn a_commit_that_times_out_is_committed_again_not_aborted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, out) = setup_kafka("eos-slow-commit", dir.path(), &[]);
+    let mut a = run.spawn_with_env("a", &[("KDECK_FAILPOINT", "slow-commit:2")]);
+    assert!(wait_exit(&mut a, Duration::from_secs(120)).success());
+    let (counts, _) = output_counts(&out, true);
+    assert_exactly_once(&counts);
+    let log = std::fs::read_to_string(dir.path().join("kdeck-a.log")).unwrap();
+    assert!(log.contains("failpoint: commit 2 timed out"), "the retriable error happened");
+    assert!(!log.contains("transaction aborted"), "a retriable commit error is answered with a commit, never an abort");
+}
+
+#[test]
 fn two_instances_with_one_transactional_id_fence_each_other_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     // Slow enough (about 15 s of work) that b starts while a is still mid-stream.

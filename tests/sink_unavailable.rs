@@ -113,3 +113,26 @@ fn an_exec_sink_that_never_answers_is_bounded_by_its_timeout_and_never_hangs_kde
     assert!(!code.success(), "stopped while the sink could not work");
     assert_eq!(committed_offsets(&group, &topic)[&0], -1);
 }
+
+#[test]
+fn what_an_exec_child_prints_unasked_is_not_taken_for_an_answer() {
+    let topic = unique("exec-banner");
+    create_topic(&topic, 1);
+    create_topic(&format!("{topic}.dlq"), 1);
+    produce_with_kcat(&topic, 10, 50);
+    let group = unique("g-exec-banner");
+    let dir = tempfile::tempdir().unwrap();
+    let written = dir.path().join("written.jsonl");
+    // A banner first, then a proper answer per record.
+    let child = format!(
+        "exec:echo 'handler v1.2 ready'; while IFS= read -r line; do printf '%s\\n' \"$line\" >> {w}; echo ok; done",
+        w = written.display()
+    );
+    let out = run_to_end(&group, &topic, dir.path()).args(["--json", "--sink", &child]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["dead_lettered"], 0);
+    assert_eq!(last["failed"], 0, "the banner was not the first record's answer");
+    assert_eq!(line_count(&written), 10);
+}

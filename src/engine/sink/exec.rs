@@ -19,6 +19,8 @@ use crate::engine::handler::{Failure, Stage};
 
 /// How long a new child must stay up to count as started.
 const STARTUP_CHECK: Duration = Duration::from_millis(300);
+/// The longest answer line read; the rest of a longer one is read as the next.
+const MAX_ANSWER: u64 = 64 * 1024;
 /// How long a child may take to exit after its stdin closes, at shutdown.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
@@ -44,18 +46,21 @@ struct Proc {
 
 impl Proc {
     fn start(command: &str) -> Result<Proc, String> {
+        use std::os::unix::process::CommandExt;
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(command)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
+            // Its own process group, so ending it ends what it started (a pipeline, workers).
+            .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot start the exec sink `{command}`: {e}"))?;
         let mut stdin = child.stdin.take().expect("piped stdin");
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let (lines, to_write) = crossbeam_channel::unbounded::<Vec<u8>>();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("kdeck-exec-in".into())
             .spawn(move || {
                 for line in to_write {
@@ -64,21 +69,27 @@ impl Proc {
                     }
                 } // stdin dropped: the child sees EOF
             })
-            .map_err(|e| format!("cannot start the exec sink's writer: {e}"))?;
-        let (answered, answers) = crossbeam_channel::unbounded::<String>();
-        std::thread::Builder::new()
+            ;
+        // Bounded: a child that talks without end blocks on its own stdout, then times out.
+        let (answered, answers) = crossbeam_channel::bounded::<String>(64);
+        let reader = std::thread::Builder::new()
             .name("kdeck-exec-out".into())
             .spawn(move || {
                 let mut line = Vec::new();
-                while matches!(stdout.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                while matches!(std::io::Read::take(&mut stdout, MAX_ANSWER).read_until(b'\n', &mut line), Ok(n) if n > 0) {
                     if answered.send(String::from_utf8_lossy(&line).trim().to_string()).is_err() {
                         break;
                     }
                     line.clear();
                 }
             })
-            .map_err(|e| format!("cannot start the exec sink's reader: {e}"))?;
-        Ok(Proc { child, lines: Some(lines), answers })
+            ;
+        let proc = Proc { child, lines: Some(lines), answers };
+        if let Err(e) = writer.and(reader) {
+            proc.end(Duration::ZERO);
+            return Err(format!("cannot start the exec sink's pipe threads: {e}"));
+        }
+        Ok(proc)
     }
 
     /// Closes stdin and waits a little for the child to go; kills it if it does not.
@@ -91,6 +102,8 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        // SAFETY: kill(2) on the child's own process group (it leads it: process_group(0)).
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -102,6 +115,10 @@ impl Running {
             self.child = Some(Proc::start(&self.command)?);
         }
         let proc = self.child.as_mut().unwrap();
+        // Whatever the child printed unasked (a banner, a log line) is not this record's answer.
+        while let Ok(stray) = proc.answers.try_recv() {
+            tracing::warn!("the exec sink `{}` printed {stray:?} unasked; ignored", self.command);
+        }
         let sent = proc.lines.as_ref().is_some_and(|l| l.send(line).is_ok());
         let outcome = if sent { proc.answers.recv_timeout(self.timeout) } else { Err(RecvTimeoutError::Disconnected) };
         match outcome {
@@ -119,6 +136,14 @@ impl Running {
                     Err(RecvTimeoutError::Disconnected) => format!("the exec sink `{}` exited without answering", self.command),
                 })
             }
+        }
+    }
+}
+
+impl Running {
+    fn restart(&mut self) {
+        if let Some(proc) = self.child.take() {
+            proc.end(Duration::ZERO);
         }
     }
 }
@@ -153,6 +178,8 @@ impl SharedChild {
     }
 }
 
+const UNEXPECTED: &str = "unexpected answer from the exec sink";
+
 /// Reads one answer line.
 pub fn parse_answer(answer: &str) -> Result<(), Failure> {
     let (word, reason) = match answer.split_once(':') {
@@ -163,7 +190,7 @@ pub fn parse_answer(answer: &str) -> Result<(), Failure> {
         "ok" => Ok(()),
         "retry" => Err(Failure::retryable(Stage::Handle, reason)),
         "fail" => Err(Failure::permanent(Stage::Handle, reason)),
-        _ => Err(Failure::retryable(Stage::Handle, format!("unexpected answer from the exec sink: {answer:?}"))),
+        _ => Err(Failure::retryable(Stage::Handle, format!("{UNEXPECTED}: {answer:?}"))),
     }
 }
 
@@ -172,8 +199,15 @@ impl Sink for SharedChild {
         let mut line = serde_json::to_vec(&record_json(record, value)).map_err(|e| Failure::retryable(Stage::Handle, e.to_string()))?;
         line.push(b'\n');
         // The child not starting, dying or breaking the pipe is the sink's trouble, not the record's.
-        let answer = self.inner.lock().unwrap().ask(line).map_err(|e| Failure::unavailable(Stage::Sink, e))?;
-        parse_answer(&answer)
+        let mut running = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let answer = running.ask(line).map_err(|e| Failure::unavailable(Stage::Sink, e))?;
+        let parsed = parse_answer(&answer);
+        if parsed.as_ref().is_err_and(|f| f.message.starts_with(UNEXPECTED)) {
+            // Out of step with the protocol (two lines for one record?): a fresh child
+            // puts answers back in step with records.
+            running.restart();
+        }
+        parsed
     }
 }
 

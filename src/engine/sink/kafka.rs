@@ -38,6 +38,9 @@ pub struct KafkaTarget {
     /// Test failpoint (`KDECK_FAILPOINT=abort-transaction:N`): the N-th transaction is aborted
     /// instead of committed, exercising the abort path against a real broker.
     abort_at: Option<u32>,
+    /// Test failpoint (`KDECK_FAILPOINT=slow-commit:N`): the N-th commit first fails as a
+    /// slow coordinator makes it fail (retriable), exercising the retry path.
+    slow_commit_at: Option<u32>,
 }
 
 impl KafkaTarget {
@@ -62,9 +65,10 @@ impl KafkaTarget {
             config.set(k, v);
         }
         config.set("transactional.id", transactional_id);
-        let abort_at = std::env::var("KDECK_FAILPOINT")
-            .ok()
-            .and_then(|f| f.strip_prefix("abort-transaction:").and_then(|n| n.parse().ok()));
+        let failpoint = |name: &str| {
+            std::env::var("KDECK_FAILPOINT").ok().and_then(|f| f.strip_prefix(name).and_then(|n| n.parse().ok()))
+        };
+        let (abort_at, slow_commit_at) = (failpoint("abort-transaction:"), failpoint("slow-commit:"));
         Ok(KafkaTarget {
             topic: topic.to_string(),
             fields,
@@ -74,6 +78,7 @@ impl KafkaTarget {
             eos: Arc::new(ExactlyOnce::kafka()),
             transactions: AtomicU32::new(0),
             abort_at,
+            slow_commit_at,
         })
     }
 
@@ -93,26 +98,33 @@ impl KafkaTarget {
         let producer = slot.as_ref().unwrap();
         self.eos.opened(batch.len());
         let outcome = self.attempt(producer, batch, p);
-        self.eos.closed(outcome.as_ref().err().map(|(_, e)| e.as_str()));
-        if let Err((fatal, e)) = &outcome {
-            if *fatal {
+        self.eos.closed(outcome.as_ref().err().map(|e| e.message.as_str()));
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind == TxnErrorKind::Fatal => {
                 // Fenced (another producer took this transactional id) or broken: a new
                 // producer starts clean; the batch is tried again in a new transaction.
                 *slot = None;
-                return Err(retry(format!("transactional producer fenced or failed, rebuilt: {e}")));
+                Err(retry(format!("transactional producer fenced or failed, rebuilt: {}", e.message)))
             }
-            let _ = producer.abort_transaction(TXN_TIMEOUT);
-            return Err(retry(format!("transaction aborted: {e}")));
+            Err(e) => {
+                if let Err(abort) = producer.abort_transaction(TXN_TIMEOUT) {
+                    // An abort that fails leaves the producer unusable: start again clean.
+                    *slot = None;
+                    return Err(retry(format!("transaction failed ({}) and its abort too ({abort}); producer rebuilt", e.message)));
+                }
+                Err(retry(format!("transaction aborted: {}", e.message)))
+            }
         }
-        Ok(())
     }
 
-    /// One transaction; an error says whether it was fatal for the producer.
-    fn attempt(&self, producer: &ThreadedProducer<DefaultProducerContext>, batch: &[Out], p: &Progress) -> Result<(), (bool, String)> {
-        let classify = |e: KafkaError| (matches!(&e, KafkaError::Transaction(t) if t.is_fatal()), e.to_string());
-        producer.begin_transaction().map_err(classify)?;
+    /// One transaction. A step that fails with an error librdkafka calls
+    /// retriable (a slow broker, a timeout) is called again, as its docs say
+    /// (an abort would be refused then); other errors end the attempt.
+    fn attempt(&self, producer: &ThreadedProducer<DefaultProducerContext>, batch: &[Out], p: &Progress) -> Result<(), TxnError> {
+        producer.begin_transaction().map_err(TxnError::from)?;
         for out in batch {
-            let topic = out.topic.as_deref().unwrap_or(&self.topic);
+            let topic = out.topic.as_deref().unwrap_or(self.topic.as_str());
             let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(out.headers.clone());
             if let Some(k) = &out.key {
                 r = r.key(k.as_slice());
@@ -120,19 +132,76 @@ impl KafkaTarget {
             if let Some(v) = &out.value {
                 r = r.payload(v.as_slice());
             }
-            crate::engine::dlq::send_when_room(producer, r).map_err(classify)?;
+            crate::engine::dlq::send_when_room(producer, r).map_err(TxnError::from)?;
         }
         let mut offsets = TopicPartitionList::new();
-        offsets.add_partition_offset(p.topic, p.partition, Offset::Offset(p.next_offset)).map_err(classify)?;
-        self.eos.with_group_metadata(|m| match m {
-            Some(m) => producer.send_offsets_to_transaction(&offsets, m, TXN_TIMEOUT).map_err(classify),
-            None => Err((false, "no consumer group metadata yet".to_string())),
+        offsets
+            .add_partition_offset(p.topic, p.partition, Offset::Offset(p.next_offset))
+            .map_err(TxnError::from)?;
+        with_retries(|| {
+            self.eos.with_group_metadata(|m| match m {
+                Some(m) => producer.send_offsets_to_transaction(&offsets, m, TXN_TIMEOUT).map_err(TxnError::from),
+                None => Err(TxnError { kind: TxnErrorKind::Abortable, message: "no consumer group metadata yet".into() }),
+            })
         })?;
         let n = self.transactions.fetch_add(1, Ordering::SeqCst) + 1;
         if self.abort_at == Some(n) {
-            return Err((false, format!("failpoint: transaction {n} aborted on purpose")));
+            return Err(TxnError { kind: TxnErrorKind::Abortable, message: format!("failpoint: transaction {n} aborted on purpose") });
         }
-        producer.commit_transaction(TXN_TIMEOUT).map_err(classify)
+        let mut slow_once = self.slow_commit_at == Some(n);
+        with_retries(|| {
+            if std::mem::take(&mut slow_once) {
+                // What librdkafka reports when the coordinator is slow to answer.
+                return Err(TxnError { kind: TxnErrorKind::Retriable, message: format!("failpoint: commit {n} timed out") });
+            }
+            producer.commit_transaction(TXN_TIMEOUT).map_err(TxnError::from)
+        })
+    }
+}
+
+/// Calls `step` again while it fails with a retriable error (a bounded number of times).
+fn with_retries(mut step: impl FnMut() -> Result<(), TxnError>) -> Result<(), TxnError> {
+    let mut tries = 0;
+    loop {
+        match step() {
+            Err(e) if e.kind == TxnErrorKind::Retriable && tries < TXN_RETRIES => {
+                tries += 1;
+                tracing::warn!("transaction step failed, retrying ({tries}/{TXN_RETRIES}): {}", e.message);
+                std::thread::sleep(Duration::from_millis(100 << tries.min(5)));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How often a retriable transaction step is tried again before the attempt is given up.
+const TXN_RETRIES: u32 = 5;
+
+/// What a failed transaction step asks for (librdkafka's classification).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxnErrorKind {
+    /// Call the same step again.
+    Retriable,
+    /// Abort the transaction and start the batch again.
+    Abortable,
+    /// The producer is unusable (fenced): a new one.
+    Fatal,
+}
+
+#[derive(Debug)]
+struct TxnError {
+    kind: TxnErrorKind,
+    message: String,
+}
+
+impl From<KafkaError> for TxnError {
+    fn from(e: KafkaError) -> TxnError {
+        let kind = match &e {
+            KafkaError::Transaction(t) if t.is_fatal() => TxnErrorKind::Fatal,
+            KafkaError::Transaction(t) if t.is_retriable() && !t.txn_requires_abort() => TxnErrorKind::Retriable,
+            _ => TxnErrorKind::Abortable,
+        };
+        TxnError { kind, message: e.to_string() }
     }
 }
 
