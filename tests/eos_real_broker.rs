@@ -20,11 +20,18 @@ const UPSERT: &str = "INSERT INTO totals(customer, total, n) VALUES(:customer, :
 
 /// Produces the input with kcat and returns the true per-customer (total, count).
 fn produce_orders(topic: &str) -> BTreeMap<String, (i64, i64)> {
+    let mut expected = BTreeMap::new();
+    produce_more_orders(topic, RECORDS, &mut expected);
+    assert_eq!(end_offsets(topic).values().sum::<i64>(), RECORDS as i64);
+    expected
+}
+
+/// Produces `records` more orders, adding them to `expected`.
+fn produce_more_orders(topic: &str, records: usize, expected: &mut BTreeMap<String, (i64, i64)>) {
     use std::io::Write;
     let mut rng = rand::rng();
-    let mut expected: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    let mut input = Vec::with_capacity(RECORDS * 48);
-    for i in 0..RECORDS {
+    let mut input = Vec::with_capacity(records * 48);
+    for i in 0..records {
         let customer = format!("c-{:03}", rng.random_range(0..CUSTOMERS));
         let amount: i64 = rng.random_range(1..1000);
         let e = expected.entry(customer.clone()).or_default();
@@ -39,8 +46,6 @@ fn produce_orders(topic: &str) -> BTreeMap<String, (i64, i64)> {
         .unwrap();
     kcat.stdin.take().unwrap().write_all(&input).unwrap();
     assert!(kcat.wait().unwrap().success());
-    assert_eq!(end_offsets(topic).values().sum::<i64>(), RECORDS as i64);
-    expected
 }
 
 struct Run {
@@ -372,4 +377,26 @@ fn at_least_once_loses_nothing_but_applies_some_records_twice() {
     let twice = run.applied() - RECORDS as i64;
     eprintln!("at-least-once control: {twice} of {RECORDS} records applied twice after 10 SIGKILLs");
     assert!(twice > 0, "SIGKILL mid-batch re-applies what was not committed yet");
+}
+
+#[test]
+fn eos_then_at_least_once_then_eos_on_one_database_applies_every_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("eos-handover");
+    create_topic(&topic, 6);
+    let db = dir.path().join("totals.sqlite");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE totals (customer TEXT PRIMARY KEY, total INTEGER NOT NULL, n INTEGER NOT NULL)")
+        .unwrap();
+    let sink = vec!["--sink".into(), format!("sqlite:{}", db.display()), "--sql".into(), UPSERT.into()];
+    let mut run = Run { group: unique("g-eos-handover"), topic: topic.clone(), db, dir: dir.path().to_path_buf(), commit: "eos", sink };
+    let mut expected = BTreeMap::new();
+    for commit in ["eos", "batch:1000", "eos"] {
+        produce_more_orders(&topic, 5_000, &mut expected);
+        run.commit = commit;
+        let mut a = run.spawn("a");
+        assert!(wait_exit(&mut a, Duration::from_secs(120)).success(), "the {commit} run");
+        assert_eq!(run.totals(), expected, "every aggregate exact after the {commit} run");
+    }
 }

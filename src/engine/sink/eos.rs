@@ -93,14 +93,10 @@ impl ExactlyOnce {
         self.enabled.load(Ordering::SeqCst)
     }
 
-    /// Turning SQLite's off forgets the stored offsets, so the group's Kafka offsets
-    /// (which run ahead from then on) are where partitions start again.
+    /// SQLite's stored offsets outlive a switch out of eos: every flush keeps them
+    /// at what the database holds whatever the strategy, so an eos start from
+    /// them never applies a record twice.
     pub fn set_enabled(&self, on: bool) -> Result<(), String> {
-        if let (false, true, Store::Sqlite { path, group }) = (on, self.enabled(), &self.store) {
-            super::sqlite::open(path)?
-                .execute("DELETE FROM kdeck_offsets WHERE group_id = ?1", [group])
-                .map_err(|e| format!("cannot clear the stored offsets: {e}"))?;
-        }
         self.enabled.store(on, Ordering::SeqCst);
         Ok(())
     }

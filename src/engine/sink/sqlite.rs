@@ -294,6 +294,17 @@ impl SqliteSink {
             return Err(Failure::unavailable(Stage::Sink, "SQLite: database or disk is full (test)"));
         }
         let group = self.group.clone();
+        if let Some(expected) = self.expected.filter(|e| p.next_offset < *e) {
+            // Records below the stored offset are in the database already: applying
+            // them again would count them twice.
+            return Err(Failure::retryable(
+                Stage::Sink,
+                format!(
+                    "refusing to move {}[{}] back from stored offset {expected} to {}: those records are applied already",
+                    p.topic, p.partition, p.next_offset
+                ),
+            ));
+        }
         let changed = match self.expected {
             Some(expected) => self.conn.execute(
                 "UPDATE kdeck_offsets SET next_offset = ?4 WHERE group_id = ?1 AND topic = ?2 AND partition = ?3 AND next_offset = ?5",
@@ -312,6 +323,20 @@ impl SqliteSink {
             ));
         }
         Ok(())
+    }
+
+    /// Outside exactly-once the stored offset still follows what the database
+    /// holds (it never goes back), so a later eos start never applies twice what
+    /// an at-least-once run already wrote.
+    fn record_progress(&mut self, p: &Progress) -> Result<(), Failure> {
+        self.conn
+            .execute(
+                "INSERT INTO kdeck_offsets (group_id, topic, partition, next_offset) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = max(next_offset, excluded.next_offset)",
+                params![self.group, p.topic, p.partition, p.next_offset],
+            )
+            .map(|_| ())
+            .map_err(sink_err)
     }
 }
 
@@ -356,13 +381,14 @@ impl Sink for SqliteSink {
             self.expected = stored(&self.conn, &self.group, p.topic, p.partition).map_err(sink_err)?;
         }
         self.eos_seen = self.eos.enabled();
-        if eos.is_none() && self.pending.is_empty() && !self.in_tx {
+        if progress.is_none() && self.pending.is_empty() && !self.in_tx {
             return Ok(());
         }
-        // Even a batch of dead-lettered records only moves the offset, in a transaction of its own.
-        let outcome = self.begin().and_then(|()| match eos {
-            Some(p) => self.advance(p),
-            None => Ok(()),
+        // Even a batch of dead-lettered records moves the offset, in a transaction of its own.
+        let outcome = self.begin().and_then(|()| match (eos, progress) {
+            (Some(p), _) => self.advance(p),
+            (None, Some(p)) => self.record_progress(p),
+            (None, None) => Ok(()),
         });
         let outcome = outcome.and_then(|()| self.conn.execute_batch("COMMIT").map_err(sink_err));
         if let Err(f) = outcome {
@@ -432,7 +458,14 @@ mod tests {
         first.flush(Some(&Progress { topic: "t", partition: 0, next_offset: 2 })).unwrap();
         assert_eq!(target.eos.next_offset("t", 0).unwrap(), Some(2));
         target.eos.set_enabled(false).unwrap();
-        assert_eq!(target.eos.next_offset("t", 0).unwrap(), None, "leaving eos forgets the stored offsets");
+        first.write(&record(2, "{}"), &v).unwrap();
+        first.flush(Some(&Progress { topic: "t", partition: 0, next_offset: 3 })).unwrap();
+        assert_eq!(target.eos.next_offset("t", 0).unwrap(), Some(3), "outside eos the stored offset still follows the database");
+        target.eos.set_enabled(true).unwrap();
+        let mut late = target.open("t", 0).unwrap();
+        late.write(&record(1, "{}"), &v).unwrap();
+        let e = late.flush(Some(&Progress { topic: "t", partition: 0, next_offset: 2 })).unwrap_err();
+        assert!(e.message.contains("refusing to move t[0] back from stored offset 3 to 2"), "{e:?}");
     }
 
     #[test]
