@@ -364,3 +364,47 @@ fn a_record_held_by_an_unavailable_sink_is_listed_and_the_operator_can_send_it_o
     assert!(s.dead_letters[0].message.contains("by the operator"));
     engine.stop().unwrap();
 }
+
+#[test]
+fn a_paused_partition_does_not_hold_the_sqlite_write_lock_from_the_others() {
+    use kdeck::engine::pipeline::{Format, Pipeline, PipelineConfig};
+    use kdeck::engine::SinkSpec;
+    let topic = unique("sqlite-pause");
+    let group = unique("g-sqlite-pause");
+    create_topic(&topic, 2);
+    let value = br#"{"n":1}"#;
+    let records = |p: i32, n: usize| (0..n).map(|_| (p, None, Some(&value[..]), vec![])).collect::<Vec<_>>();
+    produce_raw(&topic, &records(0, 4000));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.sqlite");
+    let pipeline = Pipeline::new(&PipelineConfig {
+        format: Format::Json,
+        sink: SinkSpec::Sqlite(db.clone()),
+        sink_options: kdeck::engine::sink::SinkOptions { group: group.clone(), ..Default::default() },
+        delay: Duration::from_millis(1),
+        ..Default::default()
+    })
+    .unwrap();
+    let engine = engine::start(config(&group, &topic), pipeline.factory()).unwrap();
+    let rows = |p: i32| -> i64 {
+        rusqlite::Connection::open(&db)
+            .and_then(|c| c.query_row(&format!("SELECT count(*) FROM \"{topic}\" WHERE partition = ?1"), [p], |r| r.get(0)))
+            .unwrap_or(0)
+    };
+    wait_for("partition 0 writing", Duration::from_secs(60), || rows(0) > 0);
+    // Paused with records in hand: its batch's transaction was open.
+    engine.send(Command::Pause((topic.clone(), 0)));
+    wait_snapshot(&engine, "partition 0 paused", Duration::from_secs(10), |s| {
+        s.partition(&topic, 0).is_some_and(|p| p.state == PartitionState::PausedByOperator)
+    });
+    produce_raw(&topic, &records(1, 1000));
+    // About a second of work; with partition 0 holding the write lock it would wait
+    // out SQLite's 30 s busy timeout instead.
+    wait_for("partition 1 written while partition 0 is paused", Duration::from_secs(15), || rows(1) == 1000);
+    let s = engine.snapshot();
+    assert!(!s.errors.iter().any(|e| e.message.contains("locked")), "{:?}", s.errors);
+    assert_eq!(s.dead_lettered, 0);
+    engine.send(Command::Resume((topic.clone(), 0)));
+    wait_for("partition 0 to its end after resuming", Duration::from_secs(30), || rows(0) == 4000);
+    engine.stop().unwrap();
+}

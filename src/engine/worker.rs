@@ -330,7 +330,12 @@ impl State {
         self.flush();
     }
 
-    fn wait_unless_held(&self) -> bool {
+    fn wait_unless_held(&mut self) -> bool {
+        if self.hold.load(AtomicOrdering::SeqCst) && !self.flush() {
+            // What was handled is made durable first: a sink's open transaction
+            // (SQLite's write lock) must not stall the other partitions meanwhile.
+            return false;
+        }
         while self.hold.load(AtomicOrdering::SeqCst) {
             if self.stopped() {
                 return false;
