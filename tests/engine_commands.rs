@@ -408,3 +408,83 @@ fn a_paused_partition_does_not_hold_the_sqlite_write_lock_from_the_others() {
     wait_for("partition 0 to its end after resuming", Duration::from_secs(30), || rows(0) == 4000);
     engine.stop().unwrap();
 }
+
+#[test]
+fn a_worker_that_outlives_its_revoke_cannot_commit_under_kafka_eos() {
+    use kdeck::engine::pipeline::{Pipeline, PipelineConfig};
+    use kdeck::engine::SinkSpec;
+    let topic = unique("eos-late");
+    let out = unique("eos-late-out");
+    let group = unique("g-eos-late");
+    create_topic(&topic, 2);
+    create_topic(&out, 2);
+    let values: Vec<String> = (0..12).map(|n| format!("{{\"n\":{n}}}")).collect();
+    produce_raw(&topic, &values.iter().enumerate().map(|(i, v)| ((i % 2) as i32, None, Some(v.as_bytes()), vec![])).collect::<Vec<_>>());
+    let instance = |id: &str| {
+        let pipeline = Pipeline::new(&PipelineConfig {
+            sink: SinkSpec::Kafka(out.clone()),
+            sink_options: kdeck::engine::sink::SinkOptions {
+                brokers: brokers(),
+                group: group.clone(),
+                transactional_id: Some(format!("{group}-{id}")),
+                ..Default::default()
+            },
+            // Far slower than the revoke wait below and than the rebalance: a revoked
+            // worker is mid-record, and flushes only after its member has the
+            // partitions' new assignment (and the group's new generation).
+            delay: Duration::from_millis(1500),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut cfg = config(&group, &topic);
+        cfg.commit = CommitStrategy::Eos;
+        cfg.exactly_once = pipeline.exactly_once();
+        cfg.revoke_timeout = Duration::from_millis(100);
+        cfg.stop_at_end = true;
+        engine::start(cfg, pipeline.factory()).unwrap()
+    };
+    let a = instance("a");
+    // Everything received, none of it flushed yet (a transaction per 4096 records).
+    wait_snapshot(&a, "a working on both partitions", Duration::from_secs(60), |s| s.partitions.len() == 2 && s.consumed == 12);
+    // b joins: a's workers are revoked mid-batch and outlive the 100 ms wait.
+    let b = instance("b");
+    wait_until_finished(b, Duration::from_secs(120));
+    wait_until_finished(a, Duration::from_secs(120));
+    let seen: Vec<i64> = read_committed(&out).iter().map(|v| v["n"].as_i64().unwrap()).collect();
+    let mut unique_seen = seen.clone();
+    unique_seen.sort();
+    unique_seen.dedup();
+    assert_eq!(unique_seen, (0..12).collect::<Vec<_>>(), "every input in the output");
+    assert_eq!(seen.len(), 12, "and each once: {} duplicates", seen.len() - unique_seen.len());
+}
+
+/// Every value of `topic` as a read_committed reader sees it.
+fn read_committed(topic: &str) -> Vec<serde_json::Value> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("g-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let (mut out, mut eof) = (Vec::new(), BTreeSet::new());
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while eof.len() < 2 {
+        assert!(std::time::Instant::now() < until, "reading {topic} timed out");
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                eof.remove(&m.partition());
+                out.push(serde_json::from_slice(m.payload().unwrap()).unwrap());
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                eof.insert(p);
+            }
+            _ => {}
+        }
+    }
+    out
+}

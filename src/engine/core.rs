@@ -23,7 +23,7 @@ use super::offsets::OffsetTracker;
 use super::stats::Stats;
 use super::audit::Audit;
 use super::dlq::DeadLetterQueue;
-use super::worker::{RetryPolicy, Worker, WorkerCommand, WorkerEvent};
+use super::worker::{RetryPolicy, Worker, WorkerCommand, WorkerEvent, WorkerId};
 use std::sync::Arc;
 use super::Tp;
 
@@ -129,8 +129,8 @@ pub struct Core {
     /// Where async commit outcomes come back. Taken out before the consumer is destroyed.
     pub commit_queue: Option<CommitQueue>,
     async_commit_in_flight: bool,
-    events_tx: Sender<WorkerEvent>,
-    events_rx: Receiver<WorkerEvent>,
+    events_tx: Sender<(WorkerId, WorkerEvent)>,
+    events_rx: Receiver<(WorkerId, WorkerEvent)>,
     stop_at_end: bool,
     draining: bool,
     rebalance_state: RebalanceState,
@@ -239,6 +239,9 @@ impl Core {
             if self.parts.contains_key(tp) {
                 continue;
             }
+            if let Some(eos) = &self.exactly_once {
+                eos.next_epoch(&tp.0, tp.1);
+            }
             let handler = (self.handlers)(&tp.0, tp.1);
             let worker =
                 Worker::spawn(tp.clone(), handler, self.queue_capacity, self.events_tx.clone(), self.retry, self.dlq.clone());
@@ -329,6 +332,13 @@ impl Core {
             }
         }
         self.drain_events();
+        if let Some(eos) = &self.exactly_once {
+            // A worker still busy past the wait must not commit for a partition
+            // that is no longer ours (its transaction is aborted instead).
+            for tp in &tps {
+                eos.next_epoch(&tp.0, tp.1);
+            }
+        }
         if lost {
             tracing::warn!("assignment lost for {:?}: nothing committed for it", tps);
         } else {
@@ -458,7 +468,14 @@ impl Core {
             self.notices.push_back(EngineError { at_ms: ms(SystemTime::now()), area: area.into(), message });
             self.dirty = true;
         }
-        while let Ok(ev) = self.events_rx.try_recv() {
+        while let Ok((from, ev)) = self.events_rx.try_recv() {
+            // A worker that outlived its partition's revoke reports about an
+            // assignment that is gone: nothing of it may touch the new one.
+            let tp = ev.tp();
+            if self.parts.get(tp).is_none_or(|p| p.worker.id != from) {
+                tracing::debug!("ignored a late report of a former worker of {}: {ev:?}", tp_name(tp));
+                continue;
+            }
             match ev {
                 WorkerEvent::Finished { tp, offsets, latencies_us, flushed_to } => {
                     self.latencies_us.extend(latencies_us);

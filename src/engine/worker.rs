@@ -38,6 +38,20 @@ pub enum WorkerEvent {
     Died { tp: Tp, reason: String },
 }
 
+impl WorkerEvent {
+    pub fn tp(&self) -> &Tp {
+        match self {
+            WorkerEvent::Finished { tp, .. }
+            | WorkerEvent::Failed { tp, .. }
+            | WorkerEvent::Parked { tp, .. }
+            | WorkerEvent::Unparked { tp, .. }
+            | WorkerEvent::DeadLettered { tp, .. }
+            | WorkerEvent::Blocked { tp, .. }
+            | WorkerEvent::Died { tp, .. } => tp,
+        }
+    }
+}
+
 /// Operator commands for a parked record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerCommand {
@@ -110,7 +124,15 @@ const MAX_BATCH: usize = 256;
 /// How often an idle or waiting worker looks at commands and the stop flag.
 const TICK: Duration = Duration::from_millis(50);
 
+/// Which worker an event came from: a partition revoked and assigned again
+/// gets a new worker, and what the old one still reports is not about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerId(u64);
+
+static NEXT_WORKER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 pub struct Worker {
+    pub id: WorkerId,
     tx: Option<Sender<OwnedMessage>>,
     rx_len: Receiver<OwnedMessage>,
     commands: Sender<WorkerCommand>,
@@ -126,7 +148,7 @@ impl Worker {
         tp: Tp,
         handler: Box<dyn Handler>,
         capacity: usize,
-        events: Sender<WorkerEvent>,
+        events: Sender<(WorkerId, WorkerEvent)>,
         retry: RetryPolicy,
         dlq: Arc<DeadLetterQueue>,
     ) -> Worker {
@@ -136,9 +158,11 @@ impl Worker {
         let hold = Arc::new(AtomicBool::new(false));
         let (exit_tx, exited) = crossbeam_channel::bounded::<()>(0);
         let rx_len = rx.clone();
+        let id = WorkerId(NEXT_WORKER.fetch_add(1, AtomicOrdering::Relaxed));
         let (died_tx, died_tp) = (events.clone(), tp.clone());
         let mut state = State {
             tp: tp.clone(),
+            id,
             handler,
             rx,
             commands: commands_rx,
@@ -167,11 +191,11 @@ impl Worker {
                         .unwrap_or_else(|| "unknown panic".into());
                     let at = state.current.map(|o| format!(" at offset {o}")).unwrap_or_default();
                     let reason = format!("its worker crashed{at}: {message}");
-                    let _ = died_tx.send(WorkerEvent::Died { tp: died_tp, reason });
+                    let _ = died_tx.send((id, WorkerEvent::Died { tp: died_tp, reason }));
                 }
             })
             .expect("spawn worker thread");
-        Worker { tx: Some(tx), rx_len, commands, stop, hold, exited, thread: Some(thread) }
+        Worker { id, tx: Some(tx), rx_len, commands, stop, hold, exited, thread: Some(thread) }
     }
 
     /// Hands a record over without blocking; gives it back when the queue is full.
@@ -247,7 +271,8 @@ struct State {
     commands: Receiver<WorkerCommand>,
     stop: Arc<AtomicBool>,
     hold: Arc<AtomicBool>,
-    events: Sender<WorkerEvent>,
+    id: WorkerId,
+    events: Sender<(WorkerId, WorkerEvent)>,
     retry: RetryPolicy,
     dlq: Arc<DeadLetterQueue>,
     /// In offset order.
@@ -270,7 +295,7 @@ impl State {
     }
 
     fn emit(&self, ev: WorkerEvent) {
-        let _ = self.events.send(ev);
+        let _ = self.events.send((self.id, ev));
     }
 
     fn run(&mut self) {

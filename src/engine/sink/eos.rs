@@ -24,8 +24,9 @@ enum Store {
     /// Offsets kept in the database, written in each batch's transaction.
     Sqlite { path: PathBuf, group: String },
     /// Offsets sent to each producer transaction; the group's metadata (generation)
-    /// fences a member that lost its partitions.
-    Kafka { metadata: Mutex<Option<ConsumerGroupMetadata>> },
+    /// fences a member that lost its partitions, and the assignment epochs fence a
+    /// worker of this member that outlived its partition's revoke.
+    Kafka { metadata: Mutex<Membership> },
 }
 
 impl std::fmt::Debug for ExactlyOnce {
@@ -55,7 +56,7 @@ impl ExactlyOnce {
     }
 
     pub fn kafka() -> ExactlyOnce {
-        ExactlyOnce::new(Store::Kafka { metadata: Mutex::new(None) })
+        ExactlyOnce::new(Store::Kafka { metadata: Mutex::new(Membership::default()) })
     }
 
     /// A transaction of `records` begins.
@@ -119,14 +120,52 @@ impl ExactlyOnce {
     /// The consumer's current group metadata (after every assignment).
     pub fn set_group_metadata(&self, m: Option<ConsumerGroupMetadata>) {
         if let Store::Kafka { metadata } = &self.store {
-            *metadata.lock().unwrap() = m;
+            metadata.lock().unwrap().metadata = m;
         }
     }
 
-    pub fn with_group_metadata<T>(&self, f: impl FnOnce(Option<&ConsumerGroupMetadata>) -> T) -> T {
-        match &self.store {
-            Store::Kafka { metadata } => f(metadata.lock().unwrap().as_ref()),
-            Store::Sqlite { .. } => f(None),
+    /// A partition was assigned or revoked: whatever worked on it before may
+    /// no longer send offsets for it. Called before the new assignment's
+    /// workers start and before a revoke returns to librdkafka.
+    pub fn next_epoch(&self, topic: &str, partition: i32) {
+        if let Store::Kafka { metadata } = &self.store {
+            *metadata.lock().unwrap().epochs.entry((topic.to_string(), partition)).or_default() += 1;
         }
     }
+
+    /// The current assignment epoch of a partition (a sink takes it when it opens).
+    pub fn epoch(&self, topic: &str, partition: i32) -> u64 {
+        match &self.store {
+            Store::Kafka { metadata } => metadata.lock().unwrap().epochs.get(&(topic.to_string(), partition)).copied().unwrap_or(0),
+            Store::Sqlite { .. } => 0,
+        }
+    }
+
+    /// Runs `f` with the group metadata, if the partition is still in the epoch
+    /// the caller began in; under the lock, so a revoke cannot slip in between
+    /// the check and the offsets sent. None: the partition was revoked since.
+    pub fn with_group_metadata<T>(
+        &self,
+        topic: &str,
+        partition: i32,
+        epoch: u64,
+        f: impl FnOnce(Option<&ConsumerGroupMetadata>) -> T,
+    ) -> Option<T> {
+        match &self.store {
+            Store::Kafka { metadata } => {
+                let m = metadata.lock().unwrap();
+                let current = m.epochs.get(&(topic.to_string(), partition)).copied().unwrap_or(0);
+                (current == epoch).then(|| f(m.metadata.as_ref()))
+            }
+            Store::Sqlite { .. } => Some(f(None)),
+        }
+    }
+}
+
+/// This member in the group, as exactly-once into Kafka needs it.
+#[derive(Default)]
+pub struct Membership {
+    metadata: Option<ConsumerGroupMetadata>,
+    /// Bumped at every assign and revoke of a partition.
+    epochs: std::collections::HashMap<(String, i32), u64>,
 }

@@ -82,12 +82,14 @@ impl KafkaTarget {
         })
     }
 
-    pub fn open(self: &Arc<Self>) -> KafkaSink {
-        KafkaSink { target: self.clone(), batch: Vec::new() }
+    pub fn open(self: &Arc<Self>, topic: &str, partition: i32) -> KafkaSink {
+        // The epoch of the assignment this sink works for: once the partition is
+        // revoked, its transactions can no longer send offsets.
+        KafkaSink { target: self.clone(), batch: Vec::new(), epoch: self.eos.epoch(topic, partition) }
     }
 
     /// Produces `batch` and commits `progress` in one transaction.
-    fn transact(&self, batch: &[Out], p: &Progress) -> Result<(), Failure> {
+    fn transact(&self, batch: &[Out], p: &Progress, epoch: u64) -> Result<(), Failure> {
         let mut slot = self.txn.lock().unwrap();
         if slot.is_none() {
             let producer: ThreadedProducer<DefaultProducerContext> =
@@ -97,7 +99,7 @@ impl KafkaTarget {
         }
         let producer = slot.as_ref().unwrap();
         self.eos.opened(batch.len());
-        let outcome = self.attempt(producer, batch, p);
+        let outcome = self.attempt(producer, batch, p, epoch);
         self.eos.closed(outcome.as_ref().err().map(|e| e.message.as_str()));
         match outcome {
             Ok(()) => Ok(()),
@@ -121,7 +123,13 @@ impl KafkaTarget {
     /// One transaction. A step that fails with an error librdkafka calls
     /// retriable (a slow broker, a timeout) is called again, as its docs say
     /// (an abort would be refused then); other errors end the attempt.
-    fn attempt(&self, producer: &ThreadedProducer<DefaultProducerContext>, batch: &[Out], p: &Progress) -> Result<(), TxnError> {
+    fn attempt(
+        &self,
+        producer: &ThreadedProducer<DefaultProducerContext>,
+        batch: &[Out],
+        p: &Progress,
+        epoch: u64,
+    ) -> Result<(), TxnError> {
         producer.begin_transaction().map_err(TxnError::from)?;
         for out in batch {
             let topic = out.topic.as_deref().unwrap_or(self.topic.as_str());
@@ -139,9 +147,13 @@ impl KafkaTarget {
             .add_partition_offset(p.topic, p.partition, Offset::Offset(p.next_offset))
             .map_err(TxnError::from)?;
         with_retries(|| {
-            self.eos.with_group_metadata(|m| match m {
+            let sent = self.eos.with_group_metadata(p.topic, p.partition, epoch, |m| match m {
                 Some(m) => producer.send_offsets_to_transaction(&offsets, m, TXN_TIMEOUT).map_err(TxnError::from),
                 None => Err(TxnError { kind: TxnErrorKind::Abortable, message: "no consumer group metadata yet".into() }),
+            });
+            sent.unwrap_or_else(|| {
+                let message = format!("{}[{}] was revoked from this worker: its batch is left to the new owner", p.topic, p.partition);
+                Err(TxnError { kind: TxnErrorKind::Abortable, message })
             })
         })?;
         let n = self.transactions.fetch_add(1, Ordering::SeqCst) + 1;
@@ -220,6 +232,7 @@ struct Out {
 pub struct KafkaSink {
     target: Arc<KafkaTarget>,
     batch: Vec<Out>,
+    epoch: u64,
 }
 
 impl Sink for KafkaSink {
@@ -264,7 +277,7 @@ impl Sink for KafkaSink {
 
     fn flush(&mut self, progress: Option<&Progress>) -> Result<(), Failure> {
         match progress.filter(|_| self.target.eos.enabled()) {
-            Some(p) => self.target.transact(&self.batch, p)?,
+            Some(p) => self.target.transact(&self.batch, p, self.epoch)?,
             // Each to its own topic: dead letters carried under eos stay dead letters
             // when eos was switched off before the flush.
             None => {

@@ -159,7 +159,7 @@ impl SinkFactory {
                 Err(e) => Box::new(BrokenSink(e)),
             },
             FactoryKind::Exec(c) => Box::new(c.clone()),
-            FactoryKind::Kafka(k) => Box::new(k.open()),
+            FactoryKind::Kafka(k) => Box::new(k.open(topic, partition)),
         }
     }
 
