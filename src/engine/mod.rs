@@ -10,6 +10,8 @@ pub mod commit_queue;
 pub mod context;
 pub mod core;
 pub mod dlq;
+#[cfg(test)]
+mod fuzz;
 pub mod handler;
 pub mod headers;
 pub mod offsets;

@@ -66,7 +66,7 @@ impl Registry {
     }
 }
 
-fn parse(id: u32, body: &str) -> Result<RegisteredSchema, String> {
+pub(crate) fn parse(id: u32, body: &str) -> Result<RegisteredSchema, String> {
     let v: serde_json::Value =
         serde_json::from_str(body).map_err(|e| format!("schema registry answer for id {id} is not JSON: {e}"))?;
     let text = v["schema"].as_str().ok_or_else(|| format!("schema registry answer for id {id} has no schema"))?;

@@ -120,6 +120,7 @@ enum FactoryKind {
 }
 
 pub use eos::ExactlyOnce;
+pub use exec::parse_answer as parse_exec_answer;
 
 impl SinkFactory {
     /// Checks the sink can be used at all (file writable, database opens, command starts),
