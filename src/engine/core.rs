@@ -33,6 +33,8 @@ const ERROR_HISTORY: usize = 50;
 const DEAD_LETTER_HISTORY: usize = 100;
 /// How often idle partitions are moved to the consumer's position.
 const CATCH_UP_EVERY: Duration = Duration::from_millis(100);
+/// How long an unanswered question about a partition's facts waits before it is asked again.
+const FACTS_RETRY: Duration = Duration::from_secs(30);
 /// How long an unanswered request to commit past transaction markers waits before it is repeated.
 const ADVANCE_RETRY: Duration = Duration::from_secs(5);
 
@@ -75,6 +77,8 @@ struct Part {
     bp_since: Option<Instant>,
     /// What librdkafka was last told (it cannot be asked).
     applied_pause: bool,
+    /// When its facts (committed offset, end) were last asked for.
+    asked: Option<Instant>,
     processed: u64,
     processed_at_sample: u64,
     rate: f64,
@@ -158,6 +162,8 @@ pub struct Core {
     pub reads_uncommitted: bool,
     /// Bytes of records kdeck may hold, shared by the assigned partitions.
     pub queue_bytes: usize,
+    /// Reads partition facts off the poll thread.
+    pub facts: Option<super::facts::PartitionFacts>,
 }
 
 impl Core {
@@ -225,6 +231,7 @@ impl Core {
             starts_at_log_start: true,
             reads_uncommitted: false,
             queue_bytes: 32 << 20,
+            facts: None,
         }
     }
 
@@ -262,6 +269,7 @@ impl Core {
                     start: *start,
                     log_start: None,
                     initialized: false,
+                    asked: None,
                     bp_since: None,
                     applied_pause: false,
                     processed: 0,
@@ -860,55 +868,52 @@ impl Core {
 
     // ---- partition facts ----------------------------------------------------
 
-    /// Reads committed offsets (and end offsets for `--stop-at-end`) of newly
-    /// assigned partitions. Done here, not in the rebalance callback, so the
-    /// callback stays quick.
-    pub fn init_partitions(&mut self, consumer: &KConsumer) {
-        let new: Vec<Tp> = self.parts.iter().filter(|(_, p)| !p.initialized).map(|(tp, _)| tp.clone()).collect();
-        if new.is_empty() {
-            return;
-        }
-        let mut tpl = TopicPartitionList::new();
-        for tp in &new {
-            tpl.add_partition(&tp.0, tp.1);
-        }
-        match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
-            Ok(tpl) => {
-                for e in tpl.elements() {
-                    if let (Some(part), Offset::Offset(o)) =
-                        (self.parts.get_mut(&(e.topic().to_string(), e.partition())), e.offset())
-                    {
-                        part.committed = part.committed.max(Some(o));
+    /// Committed offsets (and, for `--stop-at-end`, log start and end) of newly
+    /// assigned partitions: asked of the facts thread, applied when they come,
+    /// never waited for here (see `facts.rs`).
+    pub fn init_partitions(&mut self) {
+        let Some(facts) = &self.facts else { return };
+        let answers: Vec<_> = facts.answers().collect();
+        let mut changed = false;
+        for answer in answers {
+            match answer {
+                Ok(f) => {
+                    // Only about the assignment it was asked for.
+                    let Some(part) = self.parts.get_mut(&f.tp).filter(|p| p.worker.id == f.worker) else { continue };
+                    part.committed = part.committed.max(f.committed);
+                    if let Some((lo, hi)) = f.watermarks {
+                        part.end_at_assign = Some(hi);
+                        part.high_watermark = part.high_watermark.max(Some(hi));
+                        part.log_start = part.log_start.max(Some(lo));
                     }
+                    part.initialized = true;
+                    changed = true;
                 }
-            }
-            Err(e) => {
-                self.record_error("broker", format!("reading committed offsets failed: {e}"));
-                return;
-            }
-        }
-        for tp in new {
-            let ends = if self.stop_at_end {
-                match consumer.fetch_watermarks(&tp.0, tp.1, Duration::from_secs(10)) {
-                    Ok(w) => Some(w),
-                    Err(e) => {
-                        self.record_error("broker", format!("reading end offset of {} failed: {e}", tp_name(&tp)));
-                        continue;
+                Err(((tp, worker), why)) => {
+                    if let Some(part) = self.parts.get_mut(&tp).filter(|p| p.worker.id == worker) {
+                        part.asked = Some(Instant::now() - FACTS_RETRY + Duration::from_secs(2)); // again in 2 s
                     }
+                    self.record_error("broker", why);
                 }
-            } else {
-                None
-            };
-            if let Some(part) = self.parts.get_mut(&tp) {
-                if let Some((lo, hi)) = ends {
-                    part.end_at_assign = Some(hi);
-                    part.high_watermark = part.high_watermark.max(Some(hi));
-                    part.log_start = part.log_start.max(Some(lo));
-                }
-                part.initialized = true;
             }
         }
-        self.dirty = true;
+        let ask: Vec<(Tp, WorkerId)> = self
+            .parts
+            .iter_mut()
+            .filter(|(_, p)| !p.initialized && p.asked.is_none_or(|at| at.elapsed() >= FACTS_RETRY))
+            .map(|(tp, p)| {
+                p.asked = Some(Instant::now());
+                (tp.clone(), p.worker.id)
+            })
+            .collect();
+        if !ask.is_empty() {
+            if let Some(facts) = &self.facts {
+                facts.ask(ask, self.stop_at_end);
+            }
+        }
+        if changed {
+            self.dirty = true;
+        }
     }
 
     /// `--stop-at-end`: every assigned partition is processed and committed up to

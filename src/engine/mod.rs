@@ -10,6 +10,7 @@ pub mod commit_queue;
 pub mod context;
 pub mod core;
 pub mod dlq;
+pub mod facts;
 #[cfg(test)]
 mod fuzz;
 pub mod handler;
@@ -278,8 +279,10 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
         .map_err(|e| anyhow!("{}", describe_client_error(e)))?;
 
     check_cluster(&consumer, &config)?;
+    let facts = facts::PartitionFacts::start(&cc).map_err(|e| anyhow!(e))?;
     {
         let mut c = core.lock().unwrap();
+        c.facts = Some(facts);
         c.commit_queue = Some(commit_queue::CommitQueue::new(&consumer));
         c.starts_at_log_start =
             config.property("auto.offset.reset").is_none_or(|v| matches!(v, "earliest" | "smallest" | "beginning"));
@@ -396,7 +399,7 @@ fn poll_loop(
         c.flush_stashes();
         c.drain_events_and_block(&consumer);
         c.collect_commit_outcomes();
-        c.init_partitions(&consumer);
+        c.init_partitions();
         c.catch_up_idle(&consumer);
 
         while let Ok(cmd) = commands.try_recv() {
