@@ -11,6 +11,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::broker::Live;
 use super::core::{Core, Notice};
 use super::sink::ExactlyOnce;
 use super::stats::Stats;
@@ -110,7 +111,7 @@ impl ConsumerContext for EngineContext {
             Rebalance::Revoke(tpl) => {
                 // Still assigned here: the last chance to commit what finished.
                 let lost = consumer.assignment_lost();
-                core.revoke(consumer, tps(tpl), lost);
+                core.revoke(&Live { consumer, queue: None }, tps(tpl), lost);
             }
             Rebalance::Assign(_) => core.rebalance_completing(),
             Rebalance::Error(e) => core.record_error("rebalance", format!("rebalance failed: {e}")),
@@ -130,7 +131,7 @@ impl ConsumerContext for EngineContext {
                 .iter()
                 .map(|e| ((e.topic().to_string(), e.partition()), if let Offset::Offset(o) = e.offset() { Some(o) } else { None }))
                 .collect();
-            self.core.lock().unwrap().assign(consumer, starts, protocol, member_id(consumer));
+            self.core.lock().unwrap().assign(&Live { consumer, queue: None }, starts, protocol, member_id(consumer));
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod backpressure;
+pub mod broker;
 pub mod commit;
 pub mod commit_queue;
 pub mod context;
@@ -37,6 +38,7 @@ use rdkafka::error::KafkaError;
 use tokio::sync::watch;
 
 pub use self::commit::CommitStrategy;
+use self::broker::{Broker, Live};
 use self::context::{EngineContext, KConsumer};
 use self::core::{Core, Identity, Notice};
 pub use self::handler::{Failure, Handler, HandlerFactory, Stage};
@@ -283,7 +285,6 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
     {
         let mut c = core.lock().unwrap();
         c.facts = Some(facts);
-        c.commit_queue = Some(commit_queue::CommitQueue::new(&consumer));
         c.starts_at_log_start =
             config.property("auto.offset.reset").is_none_or(|v| matches!(v, "earliest" | "smallest" | "beginning"));
         c.reads_uncommitted = config.property("isolation.level").is_some_and(|v| v != "read_committed");
@@ -377,6 +378,8 @@ fn poll_loop(
 ) -> Result<()> {
     let mut last_publish = Instant::now();
     let mut batch = Vec::with_capacity(MAX_POLL_BATCH);
+    let queue = commit_queue::CommitQueue::new(&consumer);
+    let broker = Live { consumer: &consumer, queue: Some(&queue) };
     // The last word is the state at the final commit, before the group is left.
     let (last, fatal) = loop {
         // Poll without the core lock: callbacks (rebalance, commit, stats) take it.
@@ -395,26 +398,26 @@ fn poll_loop(
         }
 
         let mut c = core.lock().unwrap();
-        c.dispatch(&consumer, std::mem::take(&mut batch));
+        c.dispatch(&broker, std::mem::take(&mut batch));
         c.flush_stashes();
-        c.drain_events_and_block(&consumer);
-        c.collect_commit_outcomes();
+        c.drain_events_and_block(&broker);
+        c.collect_commit_outcomes(&broker);
         c.init_partitions();
-        c.catch_up_idle(&consumer);
+        c.catch_up_idle(&broker);
 
         while let Ok(cmd) = commands.try_recv() {
-            apply(&mut c, &consumer, cmd, &shutdown);
+            apply(&mut c, &broker, cmd, &shutdown);
         }
         if shutdown.load(Ordering::SeqCst) || c.at_end() || c.fatal.is_some() {
             tracing::info!("shutting down: finishing the records in hand");
-            c.drain(&consumer, drain_timeout);
+            c.drain(&broker, drain_timeout);
             // A partition still blocked (sink or dead-letter topic failing) means the
             // run did not do its work: the exit status says so.
             break (c.snapshot(true), c.fatal.clone().or_else(|| c.blocked_reason()));
         }
-        c.apply_backpressure(&consumer);
-        c.maybe_finish_strategy_switch(&consumer);
-        c.maybe_commit(&consumer);
+        c.apply_backpressure(&broker);
+        c.maybe_finish_strategy_switch(&broker);
+        c.maybe_commit(&broker);
 
         c.sample();
         if c.dirty || last_publish.elapsed() >= SNAPSHOT_EVERY {
@@ -424,7 +427,8 @@ fn poll_loop(
         }
     };
     // The commit queue must go before the consumer it belongs to.
-    core.lock().unwrap().commit_queue = None;
+    drop(broker);
+    drop(queue);
     // Leaving the group runs the revoke callback (inside Drop); it finds nothing left to do.
     consumer.unsubscribe();
     drop(consumer);
@@ -437,17 +441,17 @@ fn poll_loop(
     }
 }
 
-fn apply(core: &mut Core, consumer: &KConsumer, cmd: Command, shutdown: &AtomicBool) {
+fn apply(core: &mut Core, broker: &dyn Broker, cmd: Command, shutdown: &AtomicBool) {
     tracing::info!("command: {cmd:?}");
     match cmd {
-        Command::Pause(tp) => core.set_operator_pause(consumer, vec![tp], true),
-        Command::Resume(tp) => core.set_operator_pause(consumer, vec![tp], false),
+        Command::Pause(tp) => core.set_operator_pause(broker, vec![tp], true),
+        Command::Resume(tp) => core.set_operator_pause(broker, vec![tp], false),
         Command::PauseAll => {
             let all = core.assigned();
-            core.set_operator_pause(consumer, all, true)
+            core.set_operator_pause(broker, all, true)
         }
-        Command::ResumeAll => core.resume_all(consumer),
-        Command::SetStrategy(s) => core.request_strategy(consumer, s),
+        Command::ResumeAll => core.resume_all(broker),
+        Command::SetStrategy(s) => core.request_strategy(broker, s),
         Command::RetryNow(tp, o) => {
             core.worker_command(&tp, WorkerCommand::RetryNow(o));
         }

@@ -1,0 +1,130 @@
+//! Shutdown, partition facts (committed offsets, ends), `--stop-at-end`,
+//! statistics and errors.
+
+use super::*;
+
+impl Core {
+
+    /// Graceful shutdown: stop fetching, let each worker finish the record in hand
+    /// (queued records are dropped unfinished, so never committed), commit what
+    /// finished. Waits at most `deadline` for the workers.
+    pub fn drain(&mut self, broker: &dyn Broker, deadline: Duration) {
+        self.draining = true;
+        self.sync_pauses(broker);
+        let until = Instant::now() + deadline;
+        for (tp, part) in self.parts.iter_mut() {
+            part.stash.clear();
+            if !part.worker.stop_and_wait(until.saturating_duration_since(Instant::now())) {
+                tracing::warn!("{} still busy at the drain deadline; its record stays uncommitted", tp_name(tp));
+            }
+        }
+        self.drain_events();
+        self.commit(broker, CommitMode::Sync, None);
+    }
+
+    /// Why the run did not finish its work: a partition that still cannot advance.
+    pub fn blocked_reason(&self) -> Option<String> {
+        self.parts.iter().find_map(|(tp, p)| p.blocked.as_ref().map(|r| format!("{} could not advance: {r}", tp_name(tp))))
+    }
+
+
+    /// Committed offsets (and, for `--stop-at-end`, log start and end) of newly
+    /// assigned partitions: asked of the facts thread, applied when they come,
+    /// never waited for here (see `facts.rs`).
+    pub fn init_partitions(&mut self) {
+        let Some(facts) = &self.facts else { return };
+        let answers: Vec<_> = facts.answers().collect();
+        let mut changed = false;
+        for answer in answers {
+            match answer {
+                Ok(f) => {
+                    // Only about the assignment it was asked for.
+                    let Some(part) = self.parts.get_mut(&f.tp).filter(|p| p.worker.id == f.worker) else { continue };
+                    part.committed = part.committed.max(f.committed);
+                    if let Some((lo, hi)) = f.watermarks {
+                        part.end_at_assign = Some(hi);
+                        part.high_watermark = part.high_watermark.max(Some(hi));
+                        part.log_start = part.log_start.max(Some(lo));
+                    }
+                    part.initialized = true;
+                    changed = true;
+                }
+                Err(((tp, worker), why)) => {
+                    if let Some(part) = self.parts.get_mut(&tp).filter(|p| p.worker.id == worker) {
+                        part.asked = Some(Instant::now() - FACTS_RETRY + Duration::from_secs(2)); // again in 2 s
+                    }
+                    self.record_error("broker", why);
+                }
+            }
+        }
+        let ask: Vec<(Tp, WorkerId)> = self
+            .parts
+            .iter_mut()
+            .filter(|(_, p)| !p.initialized && p.asked.is_none_or(|at| at.elapsed() >= FACTS_RETRY))
+            .map(|(tp, p)| {
+                p.asked = Some(Instant::now());
+                (tp.clone(), p.worker.id)
+            })
+            .collect();
+        if !ask.is_empty() {
+            if let Some(facts) = &self.facts {
+                facts.ask(ask, self.stop_at_end);
+            }
+        }
+        if changed {
+            self.dirty = true;
+        }
+    }
+
+    /// `--stop-at-end`: every assigned partition is processed and committed up to
+    /// the end offset it had when it was assigned.
+    pub fn at_end(&self) -> bool {
+        self.stop_at_end
+            && !self.parts.is_empty()
+            && self.rebalance_state == RebalanceState::Stable
+            && self.parts.values().all(|p| match p.end_at_assign {
+                // An empty partition (or one emptied by retention) is at its end already.
+                Some(end) => p.committed.is_some_and(|c| c >= end) || p.log_start.is_some_and(|lo| lo >= end),
+                None => false,
+            })
+    }
+
+    pub fn apply_stats(&mut self, stats: &Stats) {
+        for (t, p, hi) in stats.high_watermarks() {
+            if let Some(part) = self.parts.get_mut(&(t.to_string(), p)) {
+                part.high_watermark = Some(hi);
+            }
+        }
+        for (t, p, lo) in stats.log_starts() {
+            if let Some(part) = self.parts.get_mut(&(t.to_string(), p)) {
+                part.log_start = Some(lo);
+            }
+        }
+        if let Some(g) = &stats.cgrp {
+            // Stats see a rebalance start before any callback does (nothing may be revoked).
+            if matches!(g.join_state.as_str(), "wait-join" | "wait-metadata")
+                && self.rebalance_state == RebalanceState::Stable
+                && g.state == "up"
+            {
+                self.rebalance_state = RebalanceState::PreparingRebalance;
+                self.pending_rebalance.get_or_insert_with(|| PendingRebalance {
+                    started: SystemTime::now(),
+                    lost: Vec::new(),
+                    assignment_lost: false,
+                });
+                self.dirty = true;
+            }
+        }
+        if stats.all_brokers_down() {
+            self.record_error("broker", "all brokers are down".to_string());
+        }
+    }
+
+    pub fn record_error(&mut self, area: &str, message: String) {
+        if self.errors.len() == ERROR_HISTORY {
+            self.errors.pop_front();
+        }
+        self.errors.push_back(EngineError { at_ms: ms(SystemTime::now()), area: area.to_string(), message });
+        self.dirty = true;
+    }
+}
