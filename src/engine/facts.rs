@@ -46,10 +46,19 @@ impl PartitionFacts {
         let client: BaseConsumer = config.create().map_err(|e| format!("cannot create the offsets reader: {e}"))?;
         let (questions, asked) = crossbeam_channel::unbounded::<(Vec<Asked>, bool)>();
         let (answer, answers) = crossbeam_channel::unbounded();
+        // Test failpoint (`KDECK_FAILPOINT=slow-offsets:MS`): every answer takes that long,
+        // as on a cluster slow to answer offset requests.
+        let slow = std::env::var("KDECK_FAILPOINT")
+            .ok()
+            .and_then(|f| f.strip_prefix("slow-offsets:").and_then(|ms| ms.parse().ok()))
+            .map(Duration::from_millis);
         std::thread::Builder::new()
             .name("kdeck-facts".into())
             .spawn(move || {
                 for (tps, ends) in asked {
+                    if let Some(d) = slow {
+                        std::thread::sleep(d);
+                    }
                     for a in read(&client, tps, ends) {
                         if answer.send(a).is_err() {
                             return;
