@@ -177,6 +177,7 @@ impl Worker {
             latencies_us: Vec::with_capacity(MAX_BATCH),
             blocked: None,
             current: None,
+            in_hand: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("kdeck-{}-{}", tp.0, tp.1))
@@ -287,6 +288,10 @@ struct State {
     blocked: Option<String>,
     /// The record being handled, for the report if the worker dies.
     current: Option<i64>,
+    /// The records being attempted or dead-lettered (neither finished nor parked;
+    /// more than one when the operator acts during a hold) while a flush runs in
+    /// the middle of them: progress must not pass them.
+    in_hand: Vec<i64>,
 }
 
 impl State {
@@ -391,6 +396,12 @@ impl State {
 
     /// Runs the handler; `was_parked` when the record comes out of the retry queue.
     fn attempt(&mut self, record: OwnedMessage, attempts: u32, was_parked: bool) {
+        self.in_hand.push(record.offset());
+        self.attempt_in_hand(record, attempts, was_parked);
+        self.in_hand.pop();
+    }
+
+    fn attempt_in_hand(&mut self, record: OwnedMessage, attempts: u32, was_parked: bool) {
         self.current = Some(record.offset());
         let mut backoff = Duration::from_millis(200);
         // In the retry queue (for the screen and the operator's keys) while held.
@@ -573,7 +584,9 @@ impl State {
                         message: format!("{} (sent to the dead-letter topic by the operator)", p.failure.message),
                         ..p.failure
                     };
+                    self.in_hand.push(offset);
                     self.dead_letter(p.record, failure, p.attempts, true);
+                    self.in_hand.pop();
                 }
             }
         }
@@ -604,8 +617,11 @@ impl State {
         if self.done.is_empty() {
             return true;
         }
-        // Under partition ordering everything up to the last finished record finished.
+        // Everything below it has finished: the last finished record's successor, but
+        // under key ordering never past a parked (earlier, unfinished) record.
         let next_offset = self.done.iter().max().map_or(0, |o| o + 1);
+        let unfinished = self.parked.iter().map(|p| p.record.offset()).chain(self.in_hand.iter().copied());
+        let next_offset = unfinished.filter(|o| *o < next_offset).min().unwrap_or(next_offset);
         let tp = self.tp.clone();
         let progress = Progress { topic: &tp.0, partition: tp.1, next_offset };
         let mut backoff = Duration::from_millis(50);
@@ -665,5 +681,43 @@ mod tests {
         assert_eq!(RetryPolicy::parse_backoff("200ms..30s").unwrap(), (Duration::from_millis(200), Duration::from_secs(30)));
         assert!(RetryPolicy::parse_backoff("5s..1s").is_err());
         assert!(RetryPolicy::parse_backoff("fast").is_err());
+    }
+
+    #[test]
+    fn under_key_ordering_progress_stops_at_the_oldest_parked_record() {
+        use std::sync::Mutex;
+        struct Recorder(Arc<Mutex<Vec<i64>>>);
+        impl Handler for Recorder {
+            fn handle(&mut self, r: &OwnedMessage) -> Result<(), Failure> {
+                if r.offset() == 5 {
+                    return Err(Failure::retryable(Stage::Handle, "parked"));
+                }
+                Ok(())
+            }
+            fn flush(&mut self, p: Option<&Progress>) -> Result<(), Failure> {
+                self.0.lock().unwrap().extend(p.map(|p| p.next_offset));
+                Ok(())
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Arc::new(crate::engine::audit::Audit::open(&dir.path().join("a.sqlite")).unwrap());
+        let producer = crate::engine::dlq::Producer::new("127.0.0.1:1", &[], Duration::from_secs(1)).unwrap();
+        let dlq = Arc::new(DeadLetterQueue::new(producer, None, "g", audit));
+        let flushed = Arc::new(Mutex::new(Vec::new()));
+        let (events, _rx) = crossbeam_channel::unbounded();
+        let retry = RetryPolicy { ordering: RetryOrdering::Key, base: Duration::from_secs(60), max: Duration::from_secs(60), ..Default::default() };
+        let mut w = Worker::spawn(("t".into(), 0), Box::new(Recorder(flushed.clone())), 10, events, retry, dlq);
+        for (o, key) in [(5, "a"), (6, "b")] {
+            let r = OwnedMessage::new(None, Some(key.as_bytes().to_vec()), "t".into(), rdkafka::Timestamp::NotAvailable, 0, o, None);
+            w.offer(r).unwrap();
+        }
+        let until = Instant::now() + Duration::from_secs(5);
+        while flushed.lock().unwrap().is_empty() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        w.stop_and_wait(Duration::from_secs(5));
+        let flushed = flushed.lock().unwrap();
+        assert!(!flushed.is_empty(), "record 6 was flushed");
+        assert!(flushed.iter().all(|o| *o <= 5), "progress never passes the parked record 5: {flushed:?}");
     }
 }

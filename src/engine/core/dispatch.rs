@@ -104,7 +104,9 @@ impl Core {
             // A worker that outlived its partition's revoke reports about an
             // assignment that is gone: nothing of it may touch the new one.
             let tp = ev.tp();
-            if self.parts.get(tp).is_none_or(|p| p.worker.id != from) {
+            // (What it wrote to the dead-letter topic is there all the same: counted.)
+            let counts_only = matches!(ev, WorkerEvent::DeadLettered { .. } | WorkerEvent::Failed { .. });
+            if !counts_only && self.parts.get(tp).is_none_or(|p| p.worker.id != from) {
                 tracing::debug!("ignored a late report of a former worker of {}: {ev:?}", tp_name(tp));
                 continue;
             }

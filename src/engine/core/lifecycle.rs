@@ -42,7 +42,8 @@ impl Core {
                     let Some(part) = self.parts.get_mut(&f.tp).filter(|p| p.worker.id == f.worker) else { continue };
                     part.committed = part.committed.max(f.committed);
                     if let Some((lo, hi)) = f.watermarks {
-                        part.end_at_assign = Some(hi);
+                        // The end when assigned: a later answer must not move it on.
+                        part.end_at_assign.get_or_insert(hi);
                         part.high_watermark = part.high_watermark.max(Some(hi));
                         part.log_start = part.log_start.max(Some(lo));
                     }
@@ -51,7 +52,7 @@ impl Core {
                 }
                 Err(((tp, worker), why)) => {
                     if let Some(part) = self.parts.get_mut(&tp).filter(|p| p.worker.id == worker) {
-                        part.asked = Some(Instant::now() - FACTS_RETRY + Duration::from_secs(2)); // again in 2 s
+                        part.facts_due = Some(Instant::now() + FACTS_RETRY);
                     }
                     self.record_error("broker", why);
                 }
@@ -60,9 +61,10 @@ impl Core {
         let ask: Vec<(Tp, WorkerId)> = self
             .parts
             .iter_mut()
-            .filter(|(_, p)| !p.initialized && p.asked.is_none_or(|at| at.elapsed() >= FACTS_RETRY))
+            // Every question gets an answer (the reads have timeouts): ask again only after a failed one.
+            .filter(|(_, p)| !p.initialized && p.facts_due.is_some_and(|at| at <= Instant::now()))
             .map(|(tp, p)| {
-                p.asked = Some(Instant::now());
+                p.facts_due = None;
                 (tp.clone(), p.worker.id)
             })
             .collect();

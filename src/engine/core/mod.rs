@@ -40,8 +40,8 @@ const ERROR_HISTORY: usize = 50;
 const DEAD_LETTER_HISTORY: usize = 100;
 /// How often idle partitions are moved to the consumer's position.
 const CATCH_UP_EVERY: Duration = Duration::from_millis(100);
-/// How long an unanswered question about a partition's facts waits before it is asked again.
-const FACTS_RETRY: Duration = Duration::from_secs(30);
+/// How long after a failed answer a partition's facts are asked for again.
+const FACTS_RETRY: Duration = Duration::from_secs(2);
 /// How long an unanswered request to commit past transaction markers waits before it is repeated.
 const ADVANCE_RETRY: Duration = Duration::from_secs(5);
 
@@ -84,8 +84,9 @@ struct Part {
     bp_since: Option<Instant>,
     /// What librdkafka was last told (it cannot be asked).
     applied_pause: bool,
-    /// When its facts (committed offset, end) were last asked for.
-    asked: Option<Instant>,
+    /// When its facts (committed offset, end) are to be asked for; None while a
+    /// question is out (or answered).
+    facts_due: Option<Instant>,
     processed: u64,
     processed_at_sample: u64,
     rate: f64,

@@ -37,7 +37,7 @@ impl Core {
                     start: *start,
                     log_start: None,
                     initialized: false,
-                    asked: None,
+                    facts_due: Some(Instant::now()),
                     bp_since: None,
                     applied_pause: false,
                     processed: 0,

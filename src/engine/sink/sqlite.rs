@@ -294,16 +294,10 @@ impl SqliteSink {
             return Err(Failure::unavailable(Stage::Sink, "SQLite: database or disk is full (test)"));
         }
         let group = self.group.clone();
-        if let Some(expected) = self.expected.filter(|e| p.next_offset < *e) {
-            // Records below the stored offset are in the database already: applying
-            // them again would count them twice.
-            return Err(Failure::retryable(
-                Stage::Sink,
-                format!(
-                    "refusing to move {}[{}] back from stored offset {expected} to {}: those records are applied already",
-                    p.topic, p.partition, p.next_offset
-                ),
-            ));
+        if self.expected.is_some_and(|e| p.next_offset <= e) {
+            // Nothing new: every record of the batch was below the stored offset
+            // (skipped at write), and the offset never moves back.
+            return Ok(());
         }
         let changed = match self.expected {
             Some(expected) => self.conn.execute(
@@ -321,6 +315,15 @@ impl SqliteSink {
                 Stage::Sink,
                 format!("fenced: another consumer of group {group} moved {}[{}] on; this one no longer owns it", p.topic, p.partition),
             ));
+        }
+        Ok(())
+    }
+
+    /// Exactly-once came on while this worker ran: start from what is stored now.
+    fn refresh_expected(&mut self, topic: &str, partition: i32) -> Result<(), Failure> {
+        if !self.eos_seen {
+            self.expected = stored(&self.conn, &self.group, topic, partition).map_err(sink_err)?;
+            self.eos_seen = true;
         }
         Ok(())
     }
@@ -352,6 +355,14 @@ fn json_to_sql(v: Option<&Value>) -> Sql {
 
 impl Sink for SqliteSink {
     fn write(&mut self, record: &OwnedMessage, value: &Value) -> Result<(), Failure> {
+        if self.eos.enabled() {
+            self.refresh_expected(record.topic(), record.partition())?;
+            if self.expected.is_some_and(|e| record.offset() < e) {
+                // Below the stored offset its effect is in the database already (an
+                // at-least-once run got further than the group's Kafka offset).
+                return Ok(());
+            }
+        }
         let row = match self.sql {
             Some(_) => self.user_row(record, value)?,
             None => SqliteSink::default_row(record, value),
@@ -364,6 +375,10 @@ impl Sink for SqliteSink {
             }
             Err(e) => {
                 self.notice_lost_transaction();
+                if self.pending.is_empty() {
+                    // Nothing to keep: do not hold the write lock through the retry's wait.
+                    self.rollback();
+                }
                 let f = sink_err(e);
                 Err(match (&self.sql, f.unavailable) {
                     // The user's statement failing on this record's values is about the record.
@@ -376,9 +391,8 @@ impl Sink for SqliteSink {
 
     fn flush(&mut self, progress: Option<&Progress>) -> Result<(), Failure> {
         let eos = progress.filter(|_| self.eos.enabled());
-        if let Some(p) = eos.filter(|_| !self.eos_seen) {
-            // Exactly-once came on while this worker ran: start from what is stored now.
-            self.expected = stored(&self.conn, &self.group, p.topic, p.partition).map_err(sink_err)?;
+        if let Some(p) = eos {
+            self.refresh_expected(p.topic, p.partition)?;
         }
         self.eos_seen = self.eos.enabled();
         if progress.is_none() && self.pending.is_empty() && !self.in_tx {
@@ -401,8 +415,11 @@ impl Sink for SqliteSink {
         }
         self.in_tx = false;
         self.pending.clear();
-        if let Some(p) = eos {
-            self.expected = Some(p.next_offset);
+        if let Some(p) = progress {
+            // What the stored offset now says (it never moves back).
+            self.expected = self.expected.max(Some(p.next_offset));
+        }
+        if eos.is_some() {
             self.eos.closed(None);
         }
         Ok(())
@@ -464,8 +481,10 @@ mod tests {
         target.eos.set_enabled(true).unwrap();
         let mut late = target.open("t", 0).unwrap();
         late.write(&record(1, "{}"), &v).unwrap();
-        let e = late.flush(Some(&Progress { topic: "t", partition: 0, next_offset: 2 })).unwrap_err();
-        assert!(e.message.contains("refusing to move t[0] back from stored offset 3 to 2"), "{e:?}");
+        late.flush(Some(&Progress { topic: "t", partition: 0, next_offset: 2 })).unwrap();
+        assert_eq!(target.eos.next_offset("t", 0).unwrap(), Some(3), "the stored offset never moves back");
+        let rows: i64 = Connection::open(&db).unwrap().query_row("SELECT count(*) FROM \"t\"", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 3, "a record below the stored offset is applied already: skipped");
     }
 
     #[test]
@@ -569,5 +588,45 @@ mod tests {
         assert_eq!(pairs, vec![(b"\xff".to_vec(), Some(b"v".to_vec()))]);
         let plain: Option<String> = conn.query_row("SELECT headers_b64 FROM \"t\" WHERE offset = 1", [], |r| r.get(0)).unwrap();
         assert_eq!(plain, None, "text headers are exact as text");
+    }
+
+    #[test]
+    fn a_failed_first_write_leaves_no_transaction_holding_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.sqlite");
+        Connection::open(&db).unwrap().execute_batch("CREATE TABLE log (n INTEGER CHECK (n > 0))").unwrap();
+        let target = SqliteTarget::new(&db, Some("INSERT INTO log(n) VALUES(:n)".into()), "g").unwrap();
+        let mut sink = target.open("t", 0).unwrap();
+        assert!(sink.write(&record(0, "{}"), &serde_json::json!({"n": -1})).is_err());
+        // Another writer (another partition's worker) must get the lock at once.
+        let other = Connection::open(&db).unwrap();
+        other.busy_timeout(Duration::from_millis(100)).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE; INSERT INTO log(n) VALUES(1); COMMIT").expect("the write lock is free");
+    }
+
+    #[test]
+    fn under_eos_records_below_the_stored_offset_are_applied_already_and_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.sqlite");
+        Connection::open(&db).unwrap().execute_batch("CREATE TABLE log (o INTEGER)").unwrap();
+        let target = SqliteTarget::new(&db, Some("INSERT INTO log(o) VALUES(:offset)".into()), "g").unwrap();
+        let v = serde_json::json!({});
+        // At-least-once got to 100 in the database; Kafka's commit stayed behind (a crash).
+        let mut first = target.open("t", 0).unwrap();
+        for o in 0..100 {
+            first.write(&record(o, "{}"), &v).unwrap();
+        }
+        first.flush(Some(&Progress { topic: "t", partition: 0, next_offset: 100 })).unwrap();
+        assert_eq!(target.eos.next_offset("t", 0).unwrap(), Some(100));
+        // A restart from Kafka's offset 95, switched to eos mid-way: 95..99 are in already.
+        let mut second = target.open("t", 0).unwrap();
+        target.eos.set_enabled(true).unwrap();
+        for o in 95..105 {
+            second.write(&record(o, "{}"), &v).unwrap();
+        }
+        second.flush(Some(&Progress { topic: "t", partition: 0, next_offset: 105 })).unwrap();
+        let n: i64 = Connection::open(&db).unwrap().query_row("SELECT count(*) FROM log", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 105, "every record once");
+        assert_eq!(target.eos.next_offset("t", 0).unwrap(), Some(105));
     }
 }
