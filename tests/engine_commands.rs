@@ -450,41 +450,10 @@ fn a_worker_that_outlives_its_revoke_cannot_commit_under_kafka_eos() {
     let b = instance("b");
     wait_until_finished(b, Duration::from_secs(120));
     wait_until_finished(a, Duration::from_secs(120));
-    let seen: Vec<i64> = read_committed(&out).iter().map(|v| v["n"].as_i64().unwrap()).collect();
+    let seen: Vec<i64> = read_values(&out, 2, true).iter().map(|v| v["n"].as_i64().unwrap()).collect();
     let mut unique_seen = seen.clone();
     unique_seen.sort();
     unique_seen.dedup();
     assert_eq!(unique_seen, (0..12).collect::<Vec<_>>(), "every input in the output");
     assert_eq!(seen.len(), 12, "and each once: {} duplicates", seen.len() - unique_seen.len());
-}
-
-/// Every value of `topic` as a read_committed reader sees it.
-fn read_committed(topic: &str) -> Vec<serde_json::Value> {
-    use rdkafka::config::ClientConfig;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", unique("g-reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    c.subscribe(&[topic]).unwrap();
-    let (mut out, mut eof) = (Vec::new(), BTreeSet::new());
-    let until = std::time::Instant::now() + Duration::from_secs(60);
-    while eof.len() < 2 {
-        assert!(std::time::Instant::now() < until, "reading {topic} timed out");
-        match c.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                eof.remove(&m.partition());
-                out.push(serde_json::from_slice(m.payload().unwrap()).unwrap());
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                eof.insert(p);
-            }
-            _ => {}
-        }
-    }
-    out
 }

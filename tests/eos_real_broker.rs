@@ -222,39 +222,12 @@ fn setup_kafka(name: &str, dir: &Path, extra: &[&str]) -> (Run, String) {
 
 /// How often each input record (its `n`) is in the output, as a `read_committed` reader sees it.
 fn output_counts(out: &str, committed: bool) -> (BTreeMap<i64, usize>, usize) {
-    use rdkafka::config::ClientConfig;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", unique("g-reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", if committed { "read_committed" } else { "read_uncommitted" })
-        .create()
-        .unwrap();
-    c.subscribe(&[out]).unwrap();
+    let values = read_values(out, 6, committed);
     let mut counts = BTreeMap::new();
-    let mut total = 0;
-    let mut at_eof = std::collections::BTreeSet::new();
-    let until = std::time::Instant::now() + Duration::from_secs(120);
-    while at_eof.len() < 6 {
-        assert!(std::time::Instant::now() < until, "reading {out} timed out");
-        match c.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-                *counts.entry(v["n"].as_i64().unwrap()).or_insert(0) += 1;
-                total += 1;
-                at_eof.remove(&m.partition());
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                at_eof.insert(p);
-            }
-            _ => {}
-        }
+    for v in &values {
+        *counts.entry(v["n"].as_i64().unwrap()).or_insert(0) += 1;
     }
-    (counts, total)
+    (counts, values.len())
 }
 
 /// Records a `read_committed` reader sees in a one-partition topic.

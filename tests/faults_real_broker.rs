@@ -22,10 +22,6 @@ fn admin() -> (AdminClient<DefaultClientContext>, tokio::runtime::Runtime, Admin
     (admin, rt, AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
 }
 
-fn last_snapshot(path: &std::path::Path) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines().rev().find_map(|l| serde_json::from_str(l).ok())
-}
 
 fn errors(s: &serde_json::Value) -> String {
     s["errors"].as_array().map(|e| e.iter().map(|e| e["message"].as_str().unwrap_or_default()).collect::<Vec<_>>().join("\n")).unwrap_or_default()

@@ -299,13 +299,8 @@ fn a_dead_letter_that_can_never_be_written_says_so_and_moves_on_once_it_can() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let last = || {
-        std::fs::read_to_string(&status)
-            .ok()
-            .and_then(|t| t.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()))
-    };
     wait_for("the partition blocked with the reason", Duration::from_secs(30), || {
-        last().is_some_and(|s| s["partitions"][0]["blocked"].as_str().is_some_and(|b| b.contains("can never be written as it is")))
+        last_snapshot(&status).is_some_and(|s| s["partitions"][0]["blocked"].as_str().is_some_and(|b| b.contains("can never be written as it is")))
     });
     wait_for("the records before it committed", Duration::from_secs(10), || committed_offsets(&group, &topic)[&0] == 5);
     assert_eq!(committed_offsets(&group, &topic)[&0], 5, "nothing committed past the record");

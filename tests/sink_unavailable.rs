@@ -10,10 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn last_snapshot(path: &std::path::Path) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines().rev().find_map(|l| serde_json::from_str(l).ok())
-}
 
 #[test]
 fn an_exec_sink_that_cannot_start_is_refused_before_any_record_moves() {

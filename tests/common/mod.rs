@@ -378,3 +378,41 @@ pub fn produce_transactions(topic: &str, transactions: &[(usize, bool)]) {
         }
     }
 }
+
+/// The last JSON snapshot `--json` wrote to `path` so far.
+pub fn last_snapshot(path: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().rev().find_map(|l| serde_json::from_str(l).ok())
+}
+
+/// Every JSON value in `topic` (of `partitions` partitions) as a reader sees it,
+/// `read_committed` or not, read to the end of each partition.
+pub fn read_values(topic: &str, partitions: usize, committed: bool) -> Vec<serde_json::Value> {
+    use rdkafka::message::Message;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("g-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", if committed { "read_committed" } else { "read_uncommitted" })
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let (mut out, mut at_eof) = (Vec::new(), BTreeSet::new());
+    let until = Instant::now() + Duration::from_secs(120);
+    while at_eof.len() < partitions {
+        assert!(Instant::now() < until, "reading {topic} timed out");
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                at_eof.remove(&m.partition());
+                out.push(serde_json::from_slice(m.payload().unwrap()).unwrap());
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                at_eof.insert(p);
+            }
+            _ => {}
+        }
+    }
+    out
+}

@@ -2,8 +2,6 @@
 
 use ratatui::layout::Rect;
 use ratatui::style::Style;
-use ratatui::text::Span;
-use ratatui::widgets::{Cell, Row, Table};
 use ratatui::Frame;
 
 use super::fit::{self, Column, Kind};
@@ -36,23 +34,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, s: &Snapshot) {
         Column::new("failed at", Kind::Text { min: 6 }, 4, column(4)),
         Column::new("error", Kind::Text { min: 8 }, 3, column(5)),
     ];
-    let widths = fit::fit(&columns, area.width.saturating_sub(2));
-    let table_rows: Vec<Row> = values
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let cells = fit::cells(&columns, &widths, v, |(t, st), w| (super::cut(&t, w), st));
-            let row = Row::new(cells.into_iter().map(|(t, st)| Cell::from(Span::styled(t, st))));
-            if i == selected && app.focus == Panel::DeadLetters {
-                row.style(style::selected())
-            } else {
-                row
-            }
-        })
-        .collect();
-    let header = Row::new(fit::titles(&columns, &widths)).style(style::dim());
-    let t = Table::new(table_rows, fit::constraints(&columns, &widths))
-        .header(header)
+    let t = fit::table(&columns, area.width.saturating_sub(2), values, (app.focus == Panel::DeadLetters).then_some(selected))
         .block(super::block(app, Panel::DeadLetters, format!("{} in all ", s.dead_lettered)));
     frame.render_widget(t, area);
 }

@@ -95,6 +95,34 @@ pub fn cells<T>(columns: &[Column], widths: &[Option<u16>], values: Vec<T>, text
         .collect()
 }
 
+/// A table of styled text cells fitted to `width` (the panel's inner width):
+/// rows, with `selected` highlighted, the header and the column widths.
+pub fn table<'a>(
+    columns: &[Column],
+    width: u16,
+    values: Vec<Vec<(String, ratatui::style::Style)>>,
+    selected: Option<usize>,
+) -> ratatui::widgets::Table<'a> {
+    use ratatui::text::Span;
+    use ratatui::widgets::{Cell, Row, Table};
+    let widths = fit(columns, width);
+    let rows: Vec<Row> = values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let cells = cells(columns, &widths, v, |(t, st), w| (super::cut(&t, w), st));
+            let row = Row::new(cells.into_iter().map(|(t, st)| Cell::from(Span::styled(t, st))));
+            if Some(i) == selected {
+                row.style(crate::style::selected())
+            } else {
+                row
+            }
+        })
+        .collect();
+    let header = Row::new(titles(columns, &widths)).style(crate::style::dim());
+    Table::new(rows, constraints(columns, &widths)).header(header)
+}
+
 /// The titles of kept columns.
 pub fn titles(columns: &[Column], widths: &[Option<u16>]) -> Vec<&'static str> {
     columns.iter().zip(widths).filter(|(_, w)| w.is_some()).map(|(c, _)| c.title).collect()

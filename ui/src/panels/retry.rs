@@ -1,9 +1,7 @@
 //! Parked records: attempt, countdown to the next attempt, last error.
 
 use ratatui::style::Style;
-use ratatui::text::Span;
 use ratatui::layout::Rect;
-use ratatui::widgets::{Cell, Row, Table};
 use ratatui::Frame;
 
 use super::fit::{self, Column, Kind};
@@ -39,23 +37,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, s: &Snapshot) {
         Column::new("next", Kind::Number, 4, column(5)),
         Column::new("last error", Kind::Text { min: 8 }, 2, column(6)),
     ];
-    let widths = fit::fit(&columns, area.width.saturating_sub(2));
-    let table_rows: Vec<Row> = values
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let cells = fit::cells(&columns, &widths, v, |(t, st), w| (super::cut(&t, w), st));
-            let row = Row::new(cells.into_iter().map(|(t, st)| Cell::from(Span::styled(t, st))));
-            if i == selected && app.focus == Panel::Retry {
-                row.style(style::selected())
-            } else {
-                row
-            }
-        })
-        .collect();
-    let header = Row::new(fit::titles(&columns, &widths)).style(style::dim());
-    let t = Table::new(table_rows, fit::constraints(&columns, &widths))
-        .header(header)
+    let t = fit::table(&columns, area.width.saturating_sub(2), values, (app.focus == Panel::Retry).then_some(selected))
         .block(super::block(app, Panel::Retry, format!("{} ", rows.len())));
     frame.render_widget(t, area);
 }
