@@ -10,6 +10,10 @@ mod switch;
 mod telemetry;
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod unit_tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -4,100 +4,15 @@
 //! transaction markers are), workers finishing at their own pace and parking
 //! failures, revokes and re-assignments, and commit-strategy switches.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::message::OwnedMessage;
 use rdkafka::Timestamp;
 
+use super::testing::{core, tick, Fake};
 use super::*;
-use crate::engine::broker::CommitOutcome;
-use crate::engine::handler::{Failure, Handler, Stage};
-
-type Handled = Arc<Mutex<BTreeSet<(Tp, i64)>>>;
-
-/// A consumer that only remembers: what was dispatched in the current
-/// assignment, where its position is, and every commit, each checked.
-#[derive(Default)]
-struct Fake {
-    dispatched: RefCell<BTreeMap<Tp, BTreeSet<i64>>>,
-    positions: RefCell<BTreeMap<Tp, i64>>,
-    committed: RefCell<BTreeMap<Tp, i64>>,
-    outcomes: RefCell<Vec<CommitOutcome>>,
-    handled: Handled,
-    violations: RefCell<Vec<String>>,
-}
-
-impl Fake {
-    fn check(&self, offsets: &[(Tp, i64)]) {
-        let handled = self.handled.lock().unwrap();
-        let dispatched = self.dispatched.borrow();
-        for (tp, c) in offsets {
-            for o in dispatched.get(tp).into_iter().flatten().filter(|o| **o < *c) {
-                if !handled.contains(&(tp.clone(), *o)) {
-                    self.violations.borrow_mut().push(format!("committed {}[{}] at {c} past unfinished {o}", tp.0, tp.1));
-                }
-            }
-            let mut committed = self.committed.borrow_mut();
-            let previous = committed.get(tp).copied().unwrap_or(-1);
-            committed.insert(tp.clone(), previous.max(*c));
-        }
-    }
-}
-
-impl Broker for Fake {
-    fn commit_sync(&self, offsets: &[(Tp, i64)]) -> Result<(), String> {
-        self.check(offsets);
-        Ok(())
-    }
-    fn can_commit_async(&self) -> bool {
-        true
-    }
-    fn commit_async(&self, offsets: &[(Tp, i64)]) -> Result<(), String> {
-        self.check(offsets);
-        let partitions = offsets.iter().map(|(tp, o)| (tp.clone(), *o, None)).collect();
-        self.outcomes.borrow_mut().push(CommitOutcome { error: None, partitions });
-        Ok(())
-    }
-    fn commit_outcomes(&self) -> Vec<CommitOutcome> {
-        std::mem::take(&mut *self.outcomes.borrow_mut())
-    }
-    fn pause(&self, _: &[Tp]) -> Result<(), String> {
-        Ok(())
-    }
-    fn resume(&self, _: &[Tp]) -> Result<(), String> {
-        Ok(())
-    }
-    fn positions(&self) -> Result<Vec<(Tp, i64)>, String> {
-        Ok(self.positions.borrow().iter().map(|(tp, o)| (tp.clone(), *o)).collect())
-    }
-    fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
-        None
-    }
-}
-
-/// Takes a little time, and fails (retryably) every record whose offset is a
-/// multiple of 7 the first time: those park and come back later.
-struct Sometimes {
-    handled: Handled,
-    failed_once: BTreeSet<i64>,
-}
-
-impl Handler for Sometimes {
-    fn handle(&mut self, r: &OwnedMessage) -> Result<(), Failure> {
-        use rdkafka::message::Message;
-        std::thread::sleep(Duration::from_micros(200 * (r.offset() % 5) as u64));
-        if r.offset() % 7 == 0 && self.failed_once.insert(r.offset()) {
-            return Err(Failure::retryable(Stage::Handle, "not yet"));
-        }
-        self.handled.lock().unwrap().insert(((r.topic().to_string(), r.partition()), r.offset()));
-        Ok(())
-    }
-}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -118,28 +33,6 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..2i32).prop_map(|partition| Op::Assign { partition }),
         1 => (0u8..3).prop_map(Op::Switch),
     ]
-}
-
-fn core(handled: &Handled, dir: &std::path::Path) -> Core {
-    let audit = Arc::new(crate::engine::audit::Audit::open(&dir.join("audit.sqlite")).unwrap());
-    // Never reached: no record fails for good here.
-    let producer = crate::engine::dlq::Producer::new("127.0.0.1:1", &[], Duration::from_secs(1)).unwrap();
-    let dlq = Arc::new(DeadLetterQueue::new(producer, None, "g", audit));
-    let h = handled.clone();
-    let handlers: HandlerFactory =
-        Arc::new(move |_: &str, _: i32| Box::new(Sometimes { handled: h.clone(), failed_once: BTreeSet::new() }) as Box<dyn Handler>);
-    let retry = RetryPolicy { max_attempts: 1000, base: Duration::from_millis(1), max: Duration::from_millis(3), ..Default::default() };
-    Core::new(Identity::default(), CommitStrategy::Batch(5), 50, Duration::from_millis(20), handlers, false, retry, dlq, None)
-}
-
-fn tick(c: &mut Core, fake: &Fake) {
-    c.drain_events_and_block(fake);
-    c.collect_commit_outcomes(fake);
-    c.last_catch_up = Instant::now() - CATCH_UP_EVERY;
-    c.catch_up_idle(fake);
-    c.apply_backpressure(fake);
-    c.maybe_finish_strategy_switch(fake);
-    c.maybe_commit(fake);
 }
 
 proptest! {

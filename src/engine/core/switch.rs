@@ -50,8 +50,9 @@ impl Core {
         }
         self.commit(broker, CommitMode::Sync, None);
         if let Some(eos) = &self.exactly_once {
-            // Into eos: from the next batch on, offsets are stored with the writes.
-            // Out of it: the stored offsets are forgotten; Kafka's are the truth again.
+            // Into eos: from the next batch on, offsets are stored with the writes as
+            // a compare-and-set. Out of it: SQLite's stored offsets go on following the
+            // database; Kafka's are what partitions start from again.
             if let Err(e) = eos.set_enabled(next == CommitStrategy::Eos) {
                 self.record_error("commit", e);
             }
