@@ -98,8 +98,11 @@ pub fn to_base64(headers: &[RawHeader<'_>]) -> Value {
     )
 }
 
+/// A header owned: key and value bytes.
+pub type OwnedHeader = (Vec<u8>, Option<Vec<u8>>);
+
 /// Decodes `to_base64`'s form back into headers.
-pub fn from_base64(v: &Value) -> Option<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+pub fn from_base64(v: &Value) -> Option<Vec<OwnedHeader>> {
     use base64::Engine as _;
     let decode = |s: &Value| base64::engine::general_purpose::STANDARD.decode(s.as_str()?).ok();
     v.as_array()?

@@ -426,8 +426,8 @@ fn poll_loop(
             last_publish = Instant::now();
         }
     };
-    // The commit queue must go before the consumer it belongs to.
-    drop(broker);
+    // The commit queue must go before the consumer it belongs to (`broker`, which
+    // borrows both, is not used past the loop).
     drop(queue);
     // Leaving the group runs the revoke callback (inside Drop); it finds nothing left to do.
     consumer.unsubscribe();

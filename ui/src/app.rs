@@ -113,7 +113,7 @@ impl App {
             s.partitions.iter().filter(|p| self.focus != Panel::Partitions || self.matches(&format!("{}[{}]", p.topic, p.partition))).collect();
         if self.sort_by_lag {
             // Unknown lag sorts last: None is below every Some.
-            rows.sort_by(|a, b| b.lag.cmp(&a.lag));
+            rows.sort_by_key(|p| std::cmp::Reverse(p.lag));
         }
         rows
     }
