@@ -164,6 +164,11 @@ impl SinkFactory {
         }
     }
 
+    /// Whether the sink reads the decoded value (the null sink does not).
+    pub fn uses_values(&self) -> bool {
+        !matches!(self.kind, FactoryKind::Null)
+    }
+
     /// The `--sql` parameters bound from fields of a record's value (not from the
     /// record itself).
     pub fn field_parameters(&self) -> Vec<String> {
