@@ -15,8 +15,13 @@ impl Core {
         if self.strategy == CommitStrategy::AtMostOnce && self.pending_strategy.is_none() {
             self.commit_received(broker, &records);
         }
+        // Records come in runs of one partition: its key is made once a run, not
+        // once a record.
+        let mut tp: Tp = (String::new(), -1);
         for record in records {
-            let tp = (record.topic().to_string(), record.partition());
+            if tp.1 != record.partition() || tp.0 != record.topic() {
+                tp = (record.topic().to_string(), record.partition());
+            }
             let Some(part) = self.parts.get_mut(&tp) else {
                 // Not (or no longer) ours: untracked, so never committed by us.
                 continue;
