@@ -253,6 +253,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_file_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/kdeck.example.toml");
+        let f = FileConfig::load(&path).unwrap();
+        assert_eq!(f.max_queue_bytes.as_deref(), Some("64MiB"));
+        let mut a = args(None, &[]);
+        a.config = Some(path);
+        let c = resolve(&a).unwrap();
+        assert_eq!(c.engine.max_queue_bytes, 64 << 20);
+    }
+
+    #[test]
     fn cli_wins_over_the_file_and_the_file_over_defaults() {
         let f = file("brokers = \"file:9092\"\ngroup = \"g-file\"\ntopics = [\"a\"]\ncommit = \"per-message\"\nformat = \"json\"\n[properties]\n\"fetch.min.bytes\" = 10\n[formats]\nb = \"avro\"\n");
         let mut a = args(Some("cli:9092"), &[]);
