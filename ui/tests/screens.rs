@@ -269,6 +269,11 @@ fn numbers_are_never_cut_at_120_columns_text_is_shortened_instead() {
     s.retry_queue[0].offset = 3_456_789;
     s.dead_letters[0].topic = "orders-from-the-web-shop".into();
     s.dead_letters[0].offset = 3_456_701;
+    s.partitions[0].topic = "orders-from-the-web-shop".into();
+    s.partitions[0].partition = 17;
+    s.partitions[0].committed = Some(12_345_678_901);
+    s.partitions[0].high_watermark = Some(12_345_679_901);
+    s.partitions[0].lag = Some(1_000);
     for (w, h) in [(120, 40), (160, 48), (80, 24)] {
         let mut a = app();
         let mut shown = String::new();
@@ -277,7 +282,7 @@ fn numbers_are_never_cut_at_120_columns_text_is_shortened_instead() {
             shown.push_str(&text(&draw(&a, &s, w, h)));
             a.handle_key(&key(KeyCode::Tab), &s);
         }
-        for number in ["3456789", "3456701"] {
+        for number in ["3456789", "3456701", "12345678901", "12345679901", "[17]"] {
             assert!(shown.contains(number), "{number} whole at {w}x{h}:\n{shown}");
         }
         for cut in ["345678…", "345670…", "@34\n"] {
