@@ -94,20 +94,11 @@ fn a_worker_that_dies_blocks_its_partition_and_the_run_fails() {
     produce_with_kcat(&topic, 20, 50);
     let group = unique("g-death");
     let dir = tempfile::tempdir().unwrap();
-    let mut child = run_to_end(&group, &topic, dir.path())
-        .arg("--json")
-        .env("KDECK_FAILPOINT", "panic-worker")
-        .env("RUST_BACKTRACE", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = wait_exit(&mut child, Duration::from_secs(60));
-    let stdout = read_all(child.stdout.take());
-    let stderr = read_all(child.stderr.take());
+    let mut cmd = run_to_end(&group, &topic, dir.path());
+    cmd.arg("--json").env("KDECK_FAILPOINT", "panic-worker").env("RUST_BACKTRACE", "0");
+    let (status, last, stderr) = run_json(cmd, Duration::from_secs(60));
     assert!(!status.success(), "a run that cannot make progress fails");
     assert!(stderr.contains(&format!("{topic}[0] cannot advance: its worker crashed at offset 0")), "{stderr}");
-    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let p = &last["partitions"][0];
     assert_eq!(p["state"], "blocked", "{p}");
     assert!(p["blocked"].as_str().unwrap().contains("failpoint panic-worker"), "{p}");

@@ -26,20 +26,11 @@ fn run_until_end(topic: &str, extra: &[&str]) -> (String, serde_json::Value, usi
     let dir = tempfile::tempdir().unwrap();
     let sink = dir.path().join("sink.jsonl");
     let started = Instant::now();
-    let out = run_to_end(&group, topic, dir.path())
-        .args(["--json", "--sink"])
-        .arg(format!("jsonl:{}", sink.display()))
-        .args(extra)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = out;
-    let status = wait_exit(&mut out, Duration::from_secs(60));
-    let stdout = read_all(out.stdout.take());
+    let mut cmd = run_to_end(&group, topic, dir.path());
+    cmd.args(["--json", "--sink"]).arg(format!("jsonl:{}", sink.display())).args(extra);
+    let (status, last, _) = run_json(cmd, Duration::from_secs(60));
     assert!(status.success(), "kdeck exited with {status}");
     assert!(started.elapsed() < Duration::from_secs(60));
-    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().expect("a final snapshot")).unwrap();
     (group, last, line_count(&sink))
 }
 
@@ -74,17 +65,10 @@ fn exactly_once_into_kafka_commits_past_markers_of_its_input() {
     create_topic(&out, 1);
     let group = unique("g-txn-eos");
     let dir = tempfile::tempdir().unwrap();
-    let mut child = run_to_end(&group, &topic, dir.path())
-        .args(["--json", "--commit", "eos", "--sink"])
-        .arg(format!("kafka:{out}"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = wait_exit(&mut child, Duration::from_secs(60));
-    let stdout = read_all(child.stdout.take());
+    let mut cmd = run_to_end(&group, &topic, dir.path());
+    cmd.args(["--json", "--commit", "eos", "--sink"]).arg(format!("kafka:{out}"));
+    let (status, last, _) = run_json(cmd, Duration::from_secs(60));
     assert!(status.success(), "kdeck exited with {status}");
-    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_at_end(&group, &topic, &last);
 }
 

@@ -250,6 +250,11 @@ impl Drop for Worker {
     }
 }
 
+/// The failure a record is dead-lettered with when the operator sends it there.
+fn by_operator(failure: Failure) -> Failure {
+    Failure { message: format!("{} (sent to the dead-letter topic by the operator)", failure.message), ..failure }
+}
+
 /// How a hold on a record ends.
 enum Hold {
     Retry,
@@ -436,8 +441,7 @@ impl State {
                         Hold::Retry => {}
                         Hold::DeadLetter => {
                             self.set_blocked(None);
-                            let message = format!("{} (sent to the dead-letter topic by the operator)", failure.message);
-                            self.dead_letter(record, Failure { message, ..failure }, attempts, true);
+                            self.dead_letter(record, by_operator(failure), attempts, true);
                             return;
                         }
                     }
@@ -580,10 +584,7 @@ impl State {
             WorkerCommand::DeadLetterNow(offset) => {
                 if let Some(i) = parked_at(&self.parked, offset) {
                     let p = self.parked.remove(i);
-                    let failure = Failure {
-                        message: format!("{} (sent to the dead-letter topic by the operator)", p.failure.message),
-                        ..p.failure
-                    };
+                    let failure = by_operator(p.failure);
                     self.in_hand.push(offset);
                     self.dead_letter(p.record, failure, p.attempts, true);
                     self.in_hand.pop();

@@ -416,3 +416,14 @@ pub fn read_values(topic: &str, partitions: usize, committed: bool) -> Vec<serde
     }
     out
 }
+
+/// Runs a `kdeck … --json` command to its exit within `deadline` (its output
+/// goes to files, so a long run never fills a pipe): its exit status, its last
+/// JSON snapshot and what it printed on stderr.
+pub fn run_json(mut cmd: Command, deadline: Duration) -> (ExitStatus, serde_json::Value, String) {
+    let (out, err) = (tempfile::NamedTempFile::new().unwrap(), tempfile::NamedTempFile::new().unwrap());
+    let mut child = cmd.stdout(out.reopen().unwrap()).stderr(err.reopen().unwrap()).spawn().unwrap();
+    let status = wait_exit(&mut child, deadline);
+    let last = last_snapshot(out.path()).expect("kdeck printed a JSON snapshot");
+    (status, last, std::fs::read_to_string(err.path()).unwrap_or_default())
+}

@@ -56,6 +56,8 @@ pub struct SqliteTarget {
     pub path: PathBuf,
     /// The user's statement, run for every record instead of the default table.
     pub sql: Option<String>,
+    /// Its named parameters that bind from value fields (read once, at start).
+    field_parameters: Vec<String>,
     group: String,
     pub eos: Arc<ExactlyOnce>,
 }
@@ -63,25 +65,24 @@ pub struct SqliteTarget {
 impl SqliteTarget {
     pub fn new(path: &Path, sql: Option<String>, group: &str) -> Result<SqliteTarget, String> {
         let conn = open(path)?;
+        let mut field_parameters = Vec::new();
         if let Some(sql) = &sql {
             let st = conn.prepare(sql).map_err(|e| format!("the --sql statement does not prepare: {e}"))?;
             if st.column_count() > 0 {
                 return Err("the --sql statement returns rows (a SELECT or RETURNING); give a statement that only writes".into());
             }
+            field_parameters = (1..=st.parameter_count())
+                .filter_map(|i| st.parameter_name(i).map(|n| n[1..].to_string()))
+                .filter(|n| !RECORD_PARAMETERS.contains(&n.as_str()))
+                .collect();
         }
         let eos = Arc::new(ExactlyOnce::sqlite(path, group));
-        Ok(SqliteTarget { path: path.to_path_buf(), sql, group: group.to_string(), eos })
+        Ok(SqliteTarget { path: path.to_path_buf(), sql, field_parameters, group: group.to_string(), eos })
     }
 
     /// The statement's named parameters that bind from value fields, in order.
     pub fn field_parameters(&self) -> Vec<String> {
-        let Some(sql) = &self.sql else { return Vec::new() };
-        let Ok(conn) = open(&self.path) else { return Vec::new() };
-        let Ok(st) = conn.prepare(sql) else { return Vec::new() };
-        (1..=st.parameter_count())
-            .filter_map(|i| st.parameter_name(i).map(|n| n[1..].to_string()))
-            .filter(|n| !RECORD_PARAMETERS.contains(&n.as_str()))
-            .collect()
+        self.field_parameters.clone()
     }
 
     pub fn open(&self, topic: &str, partition: i32) -> Result<SqliteSink, String> {
