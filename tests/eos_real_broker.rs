@@ -373,3 +373,70 @@ fn eos_then_at_least_once_then_eos_on_one_database_applies_every_record_once() {
         assert_eq!(run.totals(), expected, "every aggregate exact after the {commit} run");
     }
 }
+
+/// Another producer's transaction holds the group's offset of partition 0
+/// (UNSTABLE_OFFSET_COMMIT until it ends) while the group rebalances. librdkafka
+/// applies the answer of its own offset query from before the rebalance to the
+/// new assignment as "no committed offset", and auto.offset.reset starts the
+/// partition from its beginning: every record below the held offset is
+/// processed again. kdeck reads the offsets itself and waits for them.
+#[test]
+fn an_open_transaction_on_the_groups_offsets_is_waited_for_across_a_rebalance() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{BaseProducer, Producer};
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("eos-unstable");
+    let out = format!("{topic}.out");
+    create_topic(&topic, 2);
+    create_topic(&out, 2);
+    let values: Vec<(i32, String)> = (0..2).flat_map(|p| (0..100).map(move |i| (p, format!("{{\"p\":{p},\"i\":{i}}}")))).collect();
+    let records: Vec<_> = values.iter().map(|(p, v)| (*p, None, Some(v.as_bytes()), vec![])).collect();
+    produce_raw(&topic, &records);
+    let group = unique("g-eos-unstable");
+
+    // The holder: offset 50 of partition 0 sent in a transaction that stays open.
+    let meta = ClientConfig::new().set("bootstrap.servers", brokers()).set("group.id", &group).create::<BaseConsumer>().unwrap();
+    let holder: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("transactional.id", unique("holder"))
+        .set("transaction.timeout.ms", "120000")
+        .create()
+        .unwrap();
+    holder.init_transactions(Duration::from_secs(30)).unwrap();
+    holder.begin_transaction().unwrap();
+    let mut held = rdkafka::TopicPartitionList::new();
+    held.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(50)).unwrap();
+    holder.send_offsets_to_transaction(&held, &meta.group_metadata().unwrap(), Duration::from_secs(30)).unwrap();
+
+    let run = Run {
+        topic: topic.clone(),
+        group: group.clone(),
+        db: dir.path().join("unused.sqlite"),
+        dir: dir.path().to_path_buf(),
+        commit: "eos",
+        sink: vec!["--sink".into(), format!("kafka:{out}")],
+    };
+    let mut a = run.spawn("a");
+    let log = dir.path().join("kdeck-a.log");
+    let logged = |what: &str| std::fs::read_to_string(&log).unwrap_or_default().matches(what).count();
+    // (librdkafka reads the offsets after the assignment; kdeck, before it, waiting.)
+    let waits = || logged("waiting for an open transaction") > 0;
+    wait_for("a's assignment", Duration::from_secs(60), || logged("assigned") >= 1 || waits());
+    // A second member: the group rebalances while partition 0's offset is held.
+    let mut b = run.spawn("b");
+    wait_for("the rebalance", Duration::from_secs(60), || logged("assigned") >= 2 || waits());
+    let partition = |p: i64| move |v: &serde_json::Value| v["p"].as_i64() == Some(p);
+    // librdkafka's stale answer comes back within its retry backoff: give it time to.
+    let early = wait_until(Duration::from_secs(3), || read_values(&out, 2, true).iter().any(partition(0)));
+    holder.commit_transaction(Duration::from_secs(30)).unwrap();
+    let finished = wait_until(Duration::from_secs(60), || {
+        read_values(&out, 2, true).iter().filter(|v| partition(0)(v)).count() >= 50
+    });
+    let _ = (a.kill(), b.kill(), a.wait(), b.wait());
+    let mut seen: Vec<i64> = read_values(&out, 2, true).iter().filter(|v| partition(0)(v)).map(|v| v["i"].as_i64().unwrap()).collect();
+    seen.sort();
+    assert!(!early, "partition 0 was processed while its offset was held: {} records", seen.len());
+    assert!(finished, "partition 0 went on from the held offset once the transaction ended");
+    assert_eq!(seen, (50..100).collect::<Vec<_>>(), "partition 0 from offset 50, each record once");
+}

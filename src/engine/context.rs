@@ -23,6 +23,10 @@ pub struct EngineContext {
     pub core: Arc<Mutex<Core>>,
     /// Where an exactly-once sink keeps its offsets: partitions start there.
     pub exactly_once: Option<Arc<ExactlyOnce>>,
+    /// Where a partition with no committed offset starts (auto.offset.reset), and
+    /// how long an assignment waits for offsets an open transaction holds.
+    pub no_committed: Offset,
+    pub held_offsets_wait: std::time::Duration,
     /// For warnings logged on librdkafka's own threads, which must not take the
     /// core lock (the poll thread may hold it while it waits on those threads).
     pub notices: crossbeam_channel::Sender<Notice>,
@@ -60,6 +64,27 @@ impl ClientContext for EngineContext {
     }
 }
 
+impl EngineContext {
+    /// Transactions commit this group's offsets: the assignment carries them, read
+    /// here (see stable_offsets.rs). Partitions whose start cannot be known are not
+    /// taken at all, and the run stops with the reason: a guess could process
+    /// records twice.
+    fn start_at_committed(&self, consumer: &KConsumer, tpl: &mut TopicPartitionList) {
+        let waiting = |m: &str| {
+            tracing::warn!("{m}");
+            self.core.lock().unwrap().record_error("rebalance", m.to_string());
+        };
+        if let Err(e) = super::stable_offsets::set_committed_starts(consumer, tpl, self.no_committed, self.held_offsets_wait, waiting) {
+            let message = format!("assigned partitions not started: {e}");
+            tracing::error!("{message}");
+            let mut core = self.core.lock().unwrap();
+            core.record_error("rebalance", message.clone());
+            core.fatal.get_or_insert(message);
+            *tpl = TopicPartitionList::new();
+        }
+    }
+}
+
 impl ConsumerContext for EngineContext {
     /// As rust-rdkafka's default, but under exactly-once each assigned partition is
     /// given its start offset from the sink's store *in the assignment itself*:
@@ -76,7 +101,9 @@ impl ConsumerContext for EngineContext {
         let outcome = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let tpl = &mut assigned;
-                if let Some(eos) = self.exactly_once.as_ref().filter(|e| e.enabled()) {
+                if self.exactly_once.as_ref().is_some_and(|e| e.commits_offsets()) {
+                    self.start_at_committed(consumer, tpl);
+                } else if let Some(eos) = self.exactly_once.as_ref().filter(|e| e.enabled()) {
                     for (topic, partition) in tps(&tpl) {
                         match eos.next_offset(&topic, partition) {
                             Ok(Some(o)) => {

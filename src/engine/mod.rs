@@ -20,6 +20,7 @@ pub mod offsets;
 pub mod pipeline;
 pub mod replay;
 pub mod sink;
+mod stable_offsets;
 pub mod stats;
 pub mod worker;
 
@@ -276,6 +277,8 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
         .create_with_context(EngineContext {
             core: core.clone(),
             exactly_once: config.exactly_once.clone(),
+            no_committed: no_committed_start(&config),
+            held_offsets_wait: held_offsets_wait(&config),
             notices: core.lock().unwrap().notices(),
         })
         .map_err(|e| anyhow!("{}", describe_client_error(e)))?;
@@ -285,8 +288,7 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
     {
         let mut c = core.lock().unwrap();
         c.facts = Some(facts);
-        c.starts_at_log_start =
-            config.property("auto.offset.reset").is_none_or(|v| matches!(v, "earliest" | "smallest" | "beginning"));
+        c.starts_at_log_start = starts_at_log_start(&config);
         c.reads_uncommitted = config.property("isolation.level").is_some_and(|v| v != "read_committed");
         c.queue_bytes = config.max_queue_bytes / 2;
     }
@@ -315,6 +317,29 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
 }
 
 /// A quarter of the memory budget, but never below `-X message.max.bytes`.
+/// auto.offset.reset (kdeck's default: earliest).
+fn starts_at_log_start(config: &EngineConfig) -> bool {
+    config.property("auto.offset.reset").is_none_or(|v| matches!(v, "earliest" | "smallest" | "beginning"))
+}
+
+/// Where a partition the group never committed starts, as auto.offset.reset says
+/// (`error`: librdkafka reads the offset and raises the error itself).
+fn no_committed_start(config: &EngineConfig) -> rdkafka::Offset {
+    match config.property("auto.offset.reset") {
+        Some("latest" | "largest" | "end") => rdkafka::Offset::End,
+        Some("error") => rdkafka::Offset::Invalid,
+        _ => rdkafka::Offset::Beginning,
+    }
+}
+
+/// How long an assignment waits for committed offsets an open transaction holds:
+/// long enough for a crashed producer's transaction to time out (Java's default
+/// is 60 s), and inside max.poll.interval.ms, since the poll thread waits.
+fn held_offsets_wait(config: &EngineConfig) -> Duration {
+    let poll_interval = config.property("max.poll.interval.ms").and_then(|v| v.parse::<u64>().ok()).unwrap_or(300_000);
+    Duration::from_millis(poll_interval.saturating_sub(10_000).clamp(1_000, 120_000))
+}
+
 fn fetch_max_bytes(config: &EngineConfig) -> usize {
     let message_max = config.property("message.max.bytes").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
     (config.max_queue_bytes / 4).max(message_max)

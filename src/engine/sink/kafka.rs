@@ -158,6 +158,9 @@ impl KafkaTarget {
         })?;
         let n = self.transactions.fetch_add(1, Ordering::SeqCst) + 1;
         if self.abort_at == Some(n) {
+            // The worst case: the records are in the log when the abort comes (an
+            // abort purges what the producer has not sent yet).
+            producer.flush(TXN_TIMEOUT).map_err(TxnError::from)?;
             return Err(TxnError { kind: TxnErrorKind::Abortable, message: format!("failpoint: transaction {n} aborted on purpose") });
         }
         let mut slow_once = self.slow_commit_at == Some(n);
