@@ -20,6 +20,10 @@ pub trait Broker {
     fn commit_outcomes(&self) -> Vec<CommitOutcome>;
     fn pause(&self, tps: &[Tp]) -> Result<(), String>;
     fn resume(&self, tps: &[Tp]) -> Result<(), String>;
+    /// Resumes partitions paused while assigned, and has their fetching start again at once.
+    fn resume_fetching(&self, tps: &[Tp]) -> Result<(), String> {
+        self.resume(tps)
+    }
     /// The consumer's position of each assigned partition that has one.
     fn positions(&self) -> Result<Vec<(Tp, i64)>, String>;
     fn group_metadata(&self) -> Option<ConsumerGroupMetadata>;
@@ -74,6 +78,25 @@ impl Broker for Live<'_> {
 
     fn resume(&self, tps: &[Tp]) -> Result<(), String> {
         self.consumer.resume(&list(tps)).map_err(|e| e.to_string())
+    }
+
+    /// librdkafka's resume does not wake the broker thread: with every partition
+    /// paused it sleeps up to a second (rd_kafka_max_block_ms) before it fetches
+    /// again, and the workers starve meanwhile (JSON into SQLite spent half of a
+    /// run that way). A seek to where the partition resumes anyway (its
+    /// position: one past the last record delivered) sets the fetcher going,
+    /// which wakes the thread.
+    fn resume_fetching(&self, tps: &[Tp]) -> Result<(), String> {
+        self.resume(tps)?;
+        let mut at = TopicPartitionList::new();
+        for ((t, p), o) in self.positions()?.into_iter().filter(|(tp, _)| tps.contains(tp)) {
+            at.add_partition_offset(&t, p, Offset::Offset(o)).map_err(|e| e.to_string())?;
+        }
+        if at.count() > 0 {
+            // Asynchronous (timeout 0): the poll thread does not wait for it.
+            self.consumer.seek_partitions(at, std::time::Duration::ZERO).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     fn positions(&self) -> Result<Vec<(Tp, i64)>, String> {

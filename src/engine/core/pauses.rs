@@ -68,7 +68,7 @@ impl Core {
             }
         }
         if !resume.is_empty() {
-            if let Err(e) = broker.resume(&resume) {
+            if let Err(e) = broker.resume_fetching(&resume) {
                 self.record_error("broker", format!("resume failed: {e}"));
             }
         }
