@@ -440,3 +440,30 @@ fn an_open_transaction_on_the_groups_offsets_is_waited_for_across_a_rebalance() 
     assert!(finished, "partition 0 went on from the held offset once the transaction ended");
     assert_eq!(seen, (50..100).collect::<Vec<_>>(), "partition 0 from offset 50, each record once");
 }
+
+/// A restarted instance aborts what its killed predecessor (same transactional
+/// id) left open as it starts: the offsets that transaction holds are free at
+/// once, not after its timeout (a minute here).
+#[test]
+fn a_restarted_instance_frees_what_its_killed_predecessor_left_open_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, out) = setup_kafka("eos-restart", dir.path(), &["-X", "transaction.timeout.ms=60000"]);
+    let mut a = run.spawn_with_env("a", &[("KDECK_FAILPOINT", "hang-before-commit:3")]);
+    let log = dir.path().join("kdeck-a.log");
+    wait_for("the hanging transaction", Duration::from_secs(60), || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("failpoint: transaction 3 hangs")
+    });
+    a.kill().unwrap();
+    a.wait().unwrap();
+    // (While the transaction holds an offset, reading the group's offsets fails: 0.)
+    let before = run.committed();
+    let mut a = run.spawn("a");
+    let progressed = wait_until(Duration::from_secs(30), || run.committed() > before);
+    if !progressed {
+        let _ = a.kill();
+    }
+    assert!(progressed, "the restarted instance made progress within 30 s");
+    assert!(wait_exit(&mut a, Duration::from_secs(120)).success());
+    let (counts, _) = output_counts(&out, true);
+    assert_exactly_once(&counts);
+}

@@ -25,8 +25,10 @@ pub struct EngineContext {
     pub exactly_once: Option<Arc<ExactlyOnce>>,
     /// Where a partition with no committed offset starts (auto.offset.reset), and
     /// how long an assignment waits for offsets an open transaction holds.
-    pub no_committed: Offset,
+    pub no_committed: Option<Offset>,
     pub held_offsets_wait: std::time::Duration,
+    /// The run is shutting down (a wait in a callback gives up).
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
     /// For warnings logged on librdkafka's own threads, which must not take the
     /// core lock (the poll thread may hold it while it waits on those threads).
     pub notices: crossbeam_channel::Sender<Notice>,
@@ -74,13 +76,20 @@ impl EngineContext {
             tracing::warn!("{m}");
             self.core.lock().unwrap().record_error("rebalance", m.to_string());
         };
-        if let Err(e) = super::stable_offsets::set_committed_starts(consumer, tpl, self.no_committed, self.held_offsets_wait, waiting) {
-            let message = format!("assigned partitions not started: {e}");
-            tracing::error!("{message}");
-            let mut core = self.core.lock().unwrap();
-            core.record_error("rebalance", message.clone());
-            core.fatal.get_or_insert(message);
-            *tpl = TopicPartitionList::new();
+        let stopping = || self.stopping.load(std::sync::atomic::Ordering::SeqCst);
+        let wait = super::stable_offsets::Wait { up_to: self.held_offsets_wait, waiting: &waiting, stopping: &stopping };
+        match super::stable_offsets::set_committed_starts(consumer, tpl, self.no_committed, wait) {
+            Ok(true) => {}
+            // Shutting down: nothing is started, nothing to report.
+            Ok(false) => *tpl = TopicPartitionList::new(),
+            Err(e) => {
+                let message = format!("assigned partitions not started: {e}");
+                tracing::error!("{message}");
+                let mut core = self.core.lock().unwrap();
+                core.record_error("rebalance", message.clone());
+                core.fatal.get_or_insert(message);
+                *tpl = TopicPartitionList::new();
+            }
         }
     }
 }
@@ -101,7 +110,7 @@ impl ConsumerContext for EngineContext {
         let outcome = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let tpl = &mut assigned;
-                if self.exactly_once.as_ref().is_some_and(|e| e.commits_offsets()) {
+                if self.exactly_once.as_ref().is_some_and(|e| e.commits_offsets() && e.enabled()) {
                     self.start_at_committed(consumer, tpl);
                 } else if let Some(eos) = self.exactly_once.as_ref().filter(|e| e.enabled()) {
                     for (topic, partition) in tps(&tpl) {

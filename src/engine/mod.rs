@@ -245,6 +245,7 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
         config.exactly_once.clone(),
     )));
 
+    let shutdown = Arc::new(AtomicBool::new(false));
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &config.brokers)
         .set("group.id", &config.group)
@@ -279,6 +280,7 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
             exactly_once: config.exactly_once.clone(),
             no_committed: no_committed_start(&config),
             held_offsets_wait: held_offsets_wait(&config),
+            stopping: shutdown.clone(),
             notices: core.lock().unwrap().notices(),
         })
         .map_err(|e| anyhow!("{}", describe_client_error(e)))?;
@@ -307,7 +309,6 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
     let (commands_tx, commands_rx) = crossbeam_channel::bounded(256);
     let first = Arc::new(core.lock().unwrap().snapshot(false));
     let (snap_tx, snap_rx) = watch::channel(first);
-    let shutdown = Arc::new(AtomicBool::new(false));
     let loop_shutdown = shutdown.clone();
     let drain_timeout = config.drain_timeout;
     let thread = std::thread::Builder::new()
@@ -323,12 +324,12 @@ fn starts_at_log_start(config: &EngineConfig) -> bool {
 }
 
 /// Where a partition the group never committed starts, as auto.offset.reset says
-/// (`error`: librdkafka reads the offset and raises the error itself).
-fn no_committed_start(config: &EngineConfig) -> rdkafka::Offset {
+/// (None: `error`).
+fn no_committed_start(config: &EngineConfig) -> Option<rdkafka::Offset> {
     match config.property("auto.offset.reset") {
-        Some("latest" | "largest" | "end") => rdkafka::Offset::End,
-        Some("error") => rdkafka::Offset::Invalid,
-        _ => rdkafka::Offset::Beginning,
+        Some("latest" | "largest" | "end") => Some(rdkafka::Offset::End),
+        Some("error") => None,
+        _ => Some(rdkafka::Offset::Beginning),
     }
 }
 

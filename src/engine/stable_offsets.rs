@@ -21,33 +21,55 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::context::KConsumer;
 
+/// How long to wait, and what to do meanwhile.
+pub struct Wait<'a> {
+    /// Asking again while a transaction holds an offset ends after this.
+    pub up_to: Duration,
+    /// Told once, the first time an answer is held up.
+    pub waiting: &'a dyn Fn(&str),
+    /// The run is stopping: give up (Ok(false)).
+    pub stopping: &'a dyn Fn() -> bool,
+}
+
 /// Sets each partition's start in `tpl` to the group's committed offset (read
 /// as `read_committed` does: only what committed transactions committed),
-/// asking again while a transaction holds one, for up to `wait`. A partition
-/// with no committed offset starts at `none` (auto.offset.reset). `waiting` is
-/// told once, the first time an answer is held up.
+/// asking again while a transaction holds one. A partition with no committed
+/// offset starts at `none` (auto.offset.reset; None: `error`, refused here).
+/// Ok(false): the run stopped meanwhile and nothing was set.
 pub fn set_committed_starts(
     consumer: &KConsumer,
     tpl: &mut TopicPartitionList,
-    none: Offset,
-    wait: Duration,
-    waiting: impl FnOnce(&str),
-) -> Result<(), String> {
+    none: Option<Offset>,
+    wait: Wait<'_>,
+) -> Result<bool, String> {
     let mut query = TopicPartitionList::new();
     for e in tpl.elements() {
         query.add_partition(e.topic(), e.partition());
     }
-    let until = Instant::now() + wait;
-    let mut waiting = Some(waiting);
+    let until = Instant::now() + wait.up_to;
+    let mut told = false;
     loop {
+        if (wait.stopping)() {
+            return Ok(false);
+        }
         let held = match consumer.committed_offsets(query.clone(), Duration::from_secs(2)) {
             Ok(found) => match found.elements().iter().find_map(|e| e.error().err().map(|err| (e.topic().to_string(), e.partition(), err))) {
                 None => {
                     for e in found.elements() {
-                        let start = if let Offset::Offset(o) = e.offset() { Offset::Offset(o) } else { none };
+                        let start = match (e.offset(), none) {
+                            (Offset::Offset(o), _) => Offset::Offset(o),
+                            (_, Some(reset)) => reset,
+                            (_, None) => {
+                                return Err(format!(
+                                    "{}[{}] has no committed offset and auto.offset.reset is error",
+                                    e.topic(),
+                                    e.partition()
+                                ))
+                            }
+                        };
                         tpl.set_partition_offset(e.topic(), e.partition(), start).map_err(|e| e.to_string())?;
                     }
-                    return Ok(());
+                    return Ok(true);
                 }
                 Some((topic, partition, err)) if is_held(&err) => format!("{topic}[{partition}]: {err}"),
                 Some((topic, partition, err)) => return Err(format!("cannot read the committed offset of {topic}[{partition}]: {err}")),
@@ -57,10 +79,10 @@ pub fn set_committed_starts(
             Err(err) => return Err(format!("cannot read the committed offsets: {err}")),
         };
         if Instant::now() >= until {
-            return Err(format!("the committed offsets are still held by an open transaction after {} s ({held})", wait.as_secs()));
+            return Err(format!("the committed offsets are still held by an open transaction after {} s ({held})", wait.up_to.as_secs()));
         }
-        if let Some(tell) = waiting.take() {
-            tell(&format!("waiting for an open transaction that holds the group's committed offsets to end ({held})"));
+        if !std::mem::replace(&mut told, true) {
+            (wait.waiting)(&format!("waiting for an open transaction that holds the group's committed offsets to end ({held})"));
         }
     }
 }

@@ -31,7 +31,8 @@ impl Core {
                     worker,
                     stash: VecDeque::new(),
                     position: None,
-                    committed: None,
+                    // Under eos into Kafka the start is the group's committed offset.
+                    committed: if self.sink_commits_offsets() { *start } else { None },
                     high_watermark: None,
                     end_at_assign: None,
                     start: *start,

@@ -54,7 +54,12 @@ impl Core {
             // a compare-and-set. Out of it: SQLite's stored offsets go on following the
             // database; Kafka's are what partitions start from again.
             if let Err(e) = eos.set_enabled(next == CommitStrategy::Eos) {
-                self.record_error("commit", e);
+                // (Kafka: its transactional producer could not start.) Not switched.
+                self.record_error("commit", format!("commit strategy stays {}: {e}", self.strategy));
+                self.pending_strategy = None;
+                self.sync_pauses(broker);
+                self.dirty = true;
+                return;
             }
         }
         tracing::info!("commit strategy now {next} (was {})", self.strategy);

@@ -18,6 +18,8 @@ pub struct ExactlyOnce {
     /// (records, began at ms) of the transaction being committed.
     open: Mutex<Option<(usize, u64)>>,
     last_problem: Mutex<Option<String>>,
+    /// What the sink does when exactly-once comes on (Kafka: start its producer).
+    on_enable: std::sync::OnceLock<Box<dyn Fn() -> Result<(), String> + Send + Sync>>,
 }
 
 enum Store {
@@ -48,6 +50,7 @@ impl ExactlyOnce {
             aborts: AtomicU64::new(0),
             open: Mutex::new(None),
             last_problem: Mutex::new(None),
+            on_enable: std::sync::OnceLock::new(),
         }
     }
 
@@ -98,8 +101,18 @@ impl ExactlyOnce {
     /// at what the database holds whatever the strategy, so an eos start from
     /// them never applies a record twice.
     pub fn set_enabled(&self, on: bool) -> Result<(), String> {
+        if on {
+            if let Some(start) = self.on_enable.get() {
+                start()?;
+            }
+        }
         self.enabled.store(on, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Registers what the sink does when exactly-once comes on (once).
+    pub fn on_enable(&self, f: Box<dyn Fn() -> Result<(), String> + Send + Sync>) {
+        let _ = self.on_enable.set(f);
     }
 
     /// Where a partition starts when the sink keeps its offsets itself.

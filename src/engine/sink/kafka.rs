@@ -41,6 +41,9 @@ pub struct KafkaTarget {
     /// Test failpoint (`KDECK_FAILPOINT=slow-commit:N`): the N-th commit first fails as a
     /// slow coordinator makes it fail (retriable), exercising the retry path.
     slow_commit_at: Option<u32>,
+    /// Test failpoint (`KDECK_FAILPOINT=hang-before-commit:N`): the N-th transaction, its
+    /// offsets sent, never commits (for a test that kills the process then).
+    hang_at: Option<u32>,
 }
 
 impl KafkaTarget {
@@ -69,6 +72,7 @@ impl KafkaTarget {
             std::env::var("KDECK_FAILPOINT").ok().and_then(|f| f.strip_prefix(name).and_then(|n| n.parse().ok()))
         };
         let (abort_at, slow_commit_at) = (failpoint("abort-transaction:"), failpoint("slow-commit:"));
+        let hang_at = failpoint("hang-before-commit:");
         Ok(KafkaTarget {
             topic: topic.to_string(),
             fields,
@@ -79,6 +83,7 @@ impl KafkaTarget {
             transactions: AtomicU32::new(0),
             abort_at,
             slow_commit_at,
+            hang_at,
         })
     }
 
@@ -88,16 +93,36 @@ impl KafkaTarget {
         KafkaSink { target: self.clone(), batch: Vec::new(), epoch: self.eos.epoch(topic, partition) }
     }
 
-    /// Produces `batch` and commits `progress` in one transaction.
-    fn transact(&self, batch: &[Out], p: &Progress, epoch: u64) -> Result<(), Failure> {
-        let mut slot = self.txn.lock().unwrap();
+    /// Exactly-once coming on starts the transactional producer at once: its
+    /// init aborts what a dead predecessor with the same transactional id left
+    /// open, which otherwise holds the group's offsets (and so the assignment,
+    /// see stable_offsets.rs) until the transaction times out.
+    pub fn start_producer_when_eos_starts(self: &Arc<Self>) {
+        let target = Arc::downgrade(self);
+        self.eos.on_enable(Box::new(move || match target.upgrade() {
+            Some(t) => Self::ready(&mut t.txn.lock().unwrap(), &t.config).map(|_| ()).map_err(|f| f.message),
+            None => Ok(()),
+        }));
+    }
+
+    /// The transactional producer, created and initialised if there is none.
+    fn ready<'a>(
+        slot: &'a mut Option<ThreadedProducer<DefaultProducerContext>>,
+        config: &ClientConfig,
+    ) -> Result<&'a ThreadedProducer<DefaultProducerContext>, Failure> {
         if slot.is_none() {
             let producer: ThreadedProducer<DefaultProducerContext> =
-                self.config.create().map_err(|e| retry(format!("cannot create the transactional producer: {e}")))?;
+                config.create().map_err(|e| retry(format!("cannot create the transactional producer: {e}")))?;
             producer.init_transactions(TXN_TIMEOUT).map_err(|e| retry(format!("init_transactions: {e}")))?;
             *slot = Some(producer);
         }
-        let producer = slot.as_ref().unwrap();
+        Ok(slot.as_ref().unwrap())
+    }
+
+    /// Produces `batch` and commits `progress` in one transaction.
+    fn transact(&self, batch: &[Out], p: &Progress, epoch: u64) -> Result<(), Failure> {
+        let mut slot = self.txn.lock().unwrap();
+        let producer = Self::ready(&mut slot, &self.config)?;
         self.eos.opened(batch.len());
         let outcome = self.attempt(producer, batch, p, epoch);
         self.eos.closed(outcome.as_ref().err().map(|e| e.message.as_str()));
@@ -162,6 +187,12 @@ impl KafkaTarget {
             // abort purges what the producer has not sent yet).
             producer.flush(TXN_TIMEOUT).map_err(TxnError::from)?;
             return Err(TxnError { kind: TxnErrorKind::Abortable, message: format!("failpoint: transaction {n} aborted on purpose") });
+        }
+        if self.hang_at == Some(n) {
+            tracing::warn!("failpoint: transaction {n} hangs before its commit");
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
         }
         let mut slow_once = self.slow_commit_at == Some(n);
         with_retries(|| {

@@ -145,7 +145,9 @@ impl SinkFactory {
                     Some(i) => format!("kdeck-{}-{i}", o.group),
                     None => format!("kdeck-{}-{}", o.group, std::process::id()),
                 });
-                FactoryKind::Kafka(std::sync::Arc::new(kafka::KafkaTarget::new(t, o.transform.as_deref(), &o.brokers, &o.properties, &id)?))
+                let target = std::sync::Arc::new(kafka::KafkaTarget::new(t, o.transform.as_deref(), &o.brokers, &o.properties, &id)?);
+                target.start_producer_when_eos_starts();
+                FactoryKind::Kafka(target)
             }
         };
         Ok(SinkFactory { kind })
