@@ -167,6 +167,12 @@ pub struct PipelineArgs {
     /// counts as hung (killed, restarted, the partition held meanwhile) (default 30s).
     #[arg(long)]
     pub exec_timeout: Option<String>,
+    /// With --sink exec: records written to the child at once; it still answers each one,
+    /// in order. Default 1: the next record is written after the answer, so records
+    /// finish in offset order. With N > 1 the records after one answered `retry` or
+    /// `fail` keep their answers (the child has them) and may finish before it.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub exec_batch: Option<u32>,
     /// With --sink kafka: the output value is a JSON object of these fields (fields:a,b).
     #[arg(long)]
     pub transform: Option<String>,

@@ -121,6 +121,7 @@ pub fn pipeline(args: &PipelineArgs, file: &FileConfig, group: &str, brokers: &s
             transactional_id: args.transactional_id.clone(),
             transform: args.transform.clone(),
             exec_timeout: duration("exec-timeout", args.exec_timeout.clone(), Duration::from_secs(30))?,
+            exec_batch: args.exec_batch.map_or(crate::engine::sink::EXEC_BATCH, |n| n as usize),
         },
         delay: duration("handler-delay", args.handler_delay.clone().or(file.handler_delay.clone()), Duration::ZERO)?,
     })

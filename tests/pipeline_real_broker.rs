@@ -149,14 +149,15 @@ for line in sys.stdin:
     print("ok", flush=True)
 "#;
 
-fn run_with_handler(topic: &str, dlq: &str, dir: &Path, ordering: &str) -> Vec<(String, i64)> {
+fn run_with_handler(topic: &str, dlq: &str, dir: &Path, ordering: &str, extra: &[&str]) -> Vec<(String, i64)> {
     let script = write(dir, "handler.py", HANDLER);
-    let log = dir.join(format!("handled-{ordering}.log"));
+    let log = dir.join(format!("handled-{ordering}{}.log", extra.join("")));
     let group = unique("g-retry");
     let out = run_to_end(&group, topic, dir)
         .args(["--format", "json", "--dlq", dlq, "--ordering", ordering, "--retry-max", "3", "--retry-backoff", "20ms..100ms"])
         .arg("--sink")
         .arg(format!("exec:python3 -u {} {}", script.display(), log.display()))
+        .args(extra)
         .output()
         .unwrap();
     assert!(out.status.success(), "kdeck: {}", String::from_utf8_lossy(&out.stderr));
@@ -193,12 +194,12 @@ fn transient_failures_are_retried_in_order_and_exhausted_ones_dead_lettered() {
     let dir = tempfile::tempdir().unwrap();
 
     // Partition ordering: strictly in offset order, the flaky record included.
-    let handled = run_with_handler(&topic, &dlq, dir.path(), "partition");
+    let handled = run_with_handler(&topic, &dlq, dir.path(), "partition", &[]);
     let order: Vec<i64> = handled.iter().map(|h| h.1).collect();
     assert_eq!(order, vec![0, 1, 2, 3, 4, 7], "in order; 5 and 6 were dead-lettered");
 
     // Key ordering: b's records go on while a's record 1 is parked; a's stay in order.
-    let handled = run_with_handler(&topic, &dlq, dir.path(), "key");
+    let handled = run_with_handler(&topic, &dlq, dir.path(), "key", &[]);
     let pos = |n: i64| handled.iter().position(|h| h.1 == n).unwrap();
     assert!(pos(2) < pos(1), "key b was not held back by key a: {handled:?}");
     assert!(pos(0) < pos(1) && pos(1) < pos(3), "key a stays in order: {handled:?}");
@@ -222,6 +223,58 @@ fn transient_failures_are_retried_in_order_and_exhausted_ones_dead_lettered() {
             other => panic!("unexpected dead letter for offset {other}"),
         }
     }
+}
+
+/// `--exec-batch 4`: the records go to the child four at a time; each answer
+/// still decides its own record (the flaky one is retried, the bad ones are
+/// dead-lettered), and every good record is handled once.
+#[test]
+fn a_batched_exec_sink_settles_each_record_by_its_own_answer() {
+    let topic = unique("retry-batched");
+    let dlq = format!("{topic}.dlq");
+    create_topic(&topic, 1);
+    create_topic(&dlq, 1);
+    let values =
+        [r#"{"n":0}"#, r#"{"n":1,"fail":2}"#, r#"{"n":2}"#, r#"{"n":3}"#, r#"{"n":4}"#, r#"{"n":5,"always":"retry"}"#, r#"{"n":6,"always":"fail"}"#, r#"{"n":7}"#];
+    let raw: Vec<_> = values.iter().map(|v| (0, Some(&b"k"[..]), Some(v.as_bytes()), vec![])).collect();
+    produce_raw(&topic, &raw);
+    let dir = tempfile::tempdir().unwrap();
+    let mut handled: Vec<i64> = run_with_handler(&topic, &dlq, dir.path(), "partition", &["--exec-batch", "4"]).iter().map(|h| h.1).collect();
+    handled.sort();
+    assert_eq!(handled, vec![0, 1, 2, 3, 4, 7], "each good record once");
+    let mut dead: Vec<String> = read_topic(&dlq).iter().map(|m| header(m, "kdeck.source.offset").unwrap()).collect();
+    dead.sort();
+    assert_eq!(dead, vec!["5", "6"]);
+}
+
+/// A child that exits part-way through a run (after three answers, every
+/// time): the records it did not answer are written again to the next child;
+/// none is lost and none handled twice.
+#[test]
+fn a_batched_exec_child_that_exits_part_way_loses_nothing() {
+    let topic = unique("exec-exits");
+    let group = unique("g-exec-exits");
+    create_topic(&topic, 1);
+    let values: Vec<String> = (0..40).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
+    let raw: Vec<_> = values.iter().map(|v| (0, None, Some(v.as_bytes()), vec![])).collect();
+    produce_raw(&topic, &raw);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("handled.log");
+    let script = write(
+        dir.path(),
+        "three.py",
+        "import json, sys\nlog = open(sys.argv[1], 'a')\nfor i, line in enumerate(sys.stdin):\n    log.write('%d\\n' % json.loads(line)['value']['n']); log.flush()\n    print('ok', flush=True)\n    if i == 2: sys.exit(0)\n",
+    );
+    let out = run_to_end(&group, &topic, dir.path())
+        .args(["--format", "json", "--exec-batch", "8", "--sink"])
+        .arg(format!("exec:python3 -u {} {}", script.display(), log.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kdeck: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(committed_offsets(&group, &topic), end_offsets(&topic));
+    let mut handled: Vec<i64> = std::fs::read_to_string(&log).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+    handled.sort();
+    assert_eq!(handled, (0..40).collect::<Vec<_>>(), "every record handled once");
 }
 
 #[test]

@@ -83,6 +83,18 @@ pub trait Handler: Send {
     /// Processes one record.
     fn handle(&mut self, record: &OwnedMessage) -> Result<(), Failure>;
 
+    /// How many records a worker may hand over at once (`handle_run`); 1: one at a time.
+    fn run_size(&self) -> usize {
+        1
+    }
+
+    /// Handles records in order, all at once (a pipelined sink): their outcomes in
+    /// order. Records past the outcomes returned were not handled (the sink broke
+    /// part-way) and are handed over again.
+    fn handle_run(&mut self, records: &[OwnedMessage]) -> Vec<Result<(), Failure>> {
+        records.iter().map(|r| self.handle(r)).collect()
+    }
+
     /// Makes the records handled so far durable. Records are reported finished
     /// (and so become committable) only after this returns Ok. `progress` says how
     /// far the partition got, so an exactly-once sink can store it in the same

@@ -3,6 +3,7 @@
 //! poll thread. Failed records are parked in a retry queue with exponential
 //! backoff; what cannot succeed goes to the dead-letter topic.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -178,6 +179,7 @@ impl Worker {
             blocked: None,
             current: None,
             in_hand: Vec::new(),
+            ahead: VecDeque::new(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("kdeck-{}-{}", tp.0, tp.1))
@@ -297,6 +299,9 @@ struct State {
     /// more than one when the operator acts during a hold) while a flush runs in
     /// the middle of them: progress must not pass them.
     in_hand: Vec<i64>,
+    /// Records taken from the queue in a run that the handler did not get to
+    /// (a sink that broke part-way): handed over again before the queue's next.
+    ahead: VecDeque<OwnedMessage>,
 }
 
 impl State {
@@ -339,7 +344,8 @@ impl State {
             let wait = next_due.map_or(TICK, |d| d.saturating_duration_since(now).min(TICK));
             let may_take = self.retry.ordering == RetryOrdering::Key || self.parked.is_empty();
             let batch = self.handler.batch_size().unwrap_or(MAX_BATCH);
-            if !may_take || (self.done.len() >= batch) || (!self.done.is_empty() && self.rx.is_empty()) {
+            let idle = self.rx.is_empty() && self.ahead.is_empty();
+            if !may_take || (self.done.len() >= batch) || (!self.done.is_empty() && idle) {
                 // Report what finished before waiting, so commits are not held back.
                 if !self.flush() {
                     break;
@@ -351,7 +357,16 @@ impl State {
                     continue;
                 }
             }
-            match self.rx.recv_timeout(wait) {
+            let next = match self.ahead.pop_front() {
+                Some(record) => Ok(record),
+                None => self.rx.recv_timeout(wait),
+            };
+            match next {
+                // A pipelined sink takes a run at once; only with nothing parked, so
+                // that no record of the run has to wait behind another.
+                Ok(record) if self.handler.run_size() > 1 && self.parked.is_empty() && !self.panic_failpoint => {
+                    self.take_run(record)
+                }
                 Ok(record) => self.take(record),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -380,6 +395,48 @@ impl State {
         !self.stopped()
     }
 
+    /// Hands `first` and the records queued behind it (up to the handler's run
+    /// size) to the handler at once. A record answered with a failure goes on
+    /// as if handled alone (parked, dead-lettered or held); the records after it
+    /// keep their answers, since the sink has them already (so they may finish
+    /// before it: `--exec-batch 1` keeps strict order). Records the handler did
+    /// not get to are handed over again, one by one.
+    fn take_run(&mut self, first: OwnedMessage) {
+        let size = self.handler.run_size();
+        let mut run = vec![first];
+        while run.len() < size {
+            match self.ahead.pop_front().ok_or(()).or_else(|()| self.rx.try_recv().map_err(|_| ())) {
+                Ok(record) => run.push(record),
+                Err(()) => break,
+            }
+        }
+        self.current = Some(run[0].offset());
+        let started = Instant::now();
+        let outcomes = self.handler.handle_run(&run);
+        let share_us = (started.elapsed().as_micros() / run.len() as u128).min(u32::MAX as u128) as u32;
+        let mut records = run.into_iter();
+        for outcome in outcomes {
+            let Some(record) = records.next() else { break };
+            match outcome {
+                Ok(()) => {
+                    self.done.push(record.offset());
+                    self.latencies_us.push(share_us);
+                }
+                Err(failure) => {
+                    self.in_hand.push(record.offset());
+                    self.attempt_in_hand(record, 1, false, Some(failure));
+                    self.in_hand.pop();
+                    if self.stopped() {
+                        return; // the rest stay unfinished, so uncommitted
+                    }
+                }
+            }
+        }
+        for (i, record) in records.enumerate() {
+            self.ahead.insert(i, record);
+        }
+    }
+
     fn take(&mut self, record: OwnedMessage) {
         self.current = Some(record.offset());
         if self.panic_failpoint {
@@ -402,18 +459,24 @@ impl State {
     /// Runs the handler; `was_parked` when the record comes out of the retry queue.
     fn attempt(&mut self, record: OwnedMessage, attempts: u32, was_parked: bool) {
         self.in_hand.push(record.offset());
-        self.attempt_in_hand(record, attempts, was_parked);
+        self.attempt_in_hand(record, attempts, was_parked, None);
         self.in_hand.pop();
     }
 
-    fn attempt_in_hand(&mut self, record: OwnedMessage, attempts: u32, was_parked: bool) {
+    /// `answered`: the outcome of a first attempt made already (in a run).
+    fn attempt_in_hand(&mut self, record: OwnedMessage, attempts: u32, was_parked: bool, answered: Option<Failure>) {
+        let mut answered = answered;
         self.current = Some(record.offset());
         let mut backoff = Duration::from_millis(200);
         // In the retry queue (for the screen and the operator's keys) while held.
         let mut listed = was_parked;
         loop {
             let started = Instant::now();
-            match self.handler.handle(&record) {
+            let outcome = match answered.take() {
+                Some(failure) => Err(failure),
+                None => self.handler.handle(&record),
+            };
+            match outcome {
                 Ok(()) => {
                     self.set_blocked(None);
                     self.done.push(record.offset());
@@ -682,6 +745,78 @@ mod tests {
         assert_eq!(RetryPolicy::parse_backoff("200ms..30s").unwrap(), (Duration::from_millis(200), Duration::from_secs(30)));
         assert!(RetryPolicy::parse_backoff("5s..1s").is_err());
         assert!(RetryPolicy::parse_backoff("fast").is_err());
+    }
+
+    /// A run: records after one answered `retry` keep their answers and finish,
+    /// but progress never passes the parked record, and what the sink did not
+    /// answer is handed over again, alone.
+    #[test]
+    fn in_a_run_progress_stops_at_a_parked_record_and_unanswered_records_come_again() {
+        use std::sync::Mutex;
+        #[derive(Default)]
+        struct Seen {
+            runs: Vec<Vec<i64>>,
+            alone: Vec<i64>,
+            flushed: Vec<i64>,
+        }
+        struct Piped(Arc<Mutex<Seen>>);
+        impl Handler for Piped {
+            fn handle(&mut self, r: &OwnedMessage) -> Result<(), Failure> {
+                self.0.lock().unwrap().alone.push(r.offset());
+                Ok(())
+            }
+            fn run_size(&self) -> usize {
+                8
+            }
+            fn handle_run(&mut self, records: &[OwnedMessage]) -> Vec<Result<(), Failure>> {
+                self.0.lock().unwrap().runs.push(records.iter().map(|r| r.offset()).collect());
+                // 1 is to be retried; the sink stops answering after 3.
+                records
+                    .iter()
+                    .take_while(|r| r.offset() <= 3)
+                    .map(|r| if r.offset() == 1 { Err(Failure::retryable(Stage::Handle, "later")) } else { Ok(()) })
+                    .collect()
+            }
+            fn flush(&mut self, p: Option<&Progress>) -> Result<(), Failure> {
+                self.0.lock().unwrap().flushed.extend(p.map(|p| p.next_offset));
+                Ok(())
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Arc::new(crate::engine::audit::Audit::open(&dir.path().join("a.sqlite")).unwrap());
+        let producer = crate::engine::dlq::Producer::new("127.0.0.1:1", &[], Duration::from_secs(1)).unwrap();
+        let dlq = Arc::new(DeadLetterQueue::new(producer, None, "g", audit));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (events, reports) = crossbeam_channel::unbounded();
+        let retry = RetryPolicy { base: Duration::from_secs(60), max: Duration::from_secs(60), ..Default::default() };
+        let mut w = Worker::spawn(("t".into(), 0), Box::new(Piped(seen.clone())), 10, events, retry, dlq);
+        // (Held while they are queued, so that they are likely one run.)
+        w.set_hold(true);
+        for o in 0..6 {
+            w.offer(OwnedMessage::new(None, None, "t".into(), rdkafka::Timestamp::NotAvailable, 0, o, None)).unwrap();
+        }
+        w.set_hold(false);
+        let until = Instant::now() + Duration::from_secs(5);
+        while seen.lock().unwrap().flushed.is_empty() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        w.stop_and_wait(Duration::from_secs(5));
+        let seen = seen.lock().unwrap();
+        let mut sent: Vec<i64> = seen.runs.concat();
+        sent.sort();
+        assert_eq!(sent, vec![0, 1, 2, 3, 4, 5], "each record in a run once (4 and 5, unanswered, wait behind 1)");
+        assert!(!seen.flushed.is_empty(), "what finished was flushed");
+        assert!(seen.flushed.iter().all(|o| *o <= 1), "progress never passes the parked record 1: {:?}", seen.flushed);
+        assert!(seen.alone.is_empty(), "nothing handled alone while 1 is parked (partition order): {:?}", seen.alone);
+        let mut finished: Vec<i64> = reports
+            .try_iter()
+            .flat_map(|(_, ev)| match ev {
+                WorkerEvent::Finished { offsets, .. } => offsets,
+                _ => Vec::new(),
+            })
+            .collect();
+        finished.sort();
+        assert_eq!(finished, vec![0, 2, 3], "finished: the answered ones; 1 parked, 4 and 5 not answered");
     }
 
     #[test]

@@ -160,8 +160,9 @@ pub struct PipelineHandler {
     sink: Box<dyn Sink>,
 }
 
-impl Handler for PipelineHandler {
-    fn handle(&mut self, record: &OwnedMessage) -> Result<(), Failure> {
+impl PipelineHandler {
+    /// The record's value, decoded and checked against its schemas.
+    fn value(&self, record: &OwnedMessage) -> Result<serde_json::Value, Failure> {
         let p = &self.pipeline;
         if !p.delay.is_zero() {
             std::thread::sleep(p.delay);
@@ -169,7 +170,7 @@ impl Handler for PipelineHandler {
         let format = p.format(record.topic());
         if p.values_unused && format == Format::Bytes {
             // Bytes always decode; with no sink or schema to read the value there is nothing to do.
-            return self.sink.write(record, &serde_json::Value::Null);
+            return Ok(serde_json::Value::Null);
         }
         let decoded = p.decoder.decode(format, record.payload())?;
         for v in decoded.schema.as_deref().into_iter().chain(p.validator.as_ref()) {
@@ -179,7 +180,37 @@ impl Handler for PipelineHandler {
                 return Err(Failure::permanent(Stage::Validate, format!("{at}: {e}")));
             }
         }
-        self.sink.write(record, &decoded.value)
+        Ok(decoded.value)
+    }
+}
+
+impl Handler for PipelineHandler {
+    fn handle(&mut self, record: &OwnedMessage) -> Result<(), Failure> {
+        let value = self.value(record)?;
+        self.sink.write(record, &value)
+    }
+
+    fn run_size(&self) -> usize {
+        self.sink.run_size()
+    }
+
+    /// Each record decoded and checked on its own; those that pass go to the
+    /// sink in one run.
+    fn handle_run(&mut self, records: &[OwnedMessage]) -> Vec<Result<(), Failure>> {
+        let mut outcomes: Vec<Option<Result<(), Failure>>> = vec![None; records.len()];
+        let mut values = Vec::with_capacity(records.len());
+        for (i, record) in records.iter().enumerate() {
+            match self.value(record) {
+                Ok(v) => values.push((i, v)),
+                Err(f) => outcomes[i] = Some(Err(f)),
+            }
+        }
+        let run: Vec<(&OwnedMessage, &serde_json::Value)> = values.iter().map(|(i, v)| (&records[*i], v)).collect();
+        for ((i, _), outcome) in values.iter().zip(self.sink.write_run(&run)) {
+            outcomes[*i] = Some(outcome);
+        }
+        // Up to the first record the sink did not get to (if it broke part-way).
+        outcomes.into_iter().map_while(|o| o).collect()
     }
 
     fn flush(&mut self, progress: Option<&Progress>) -> Result<(), Failure> {

@@ -1,8 +1,10 @@
 //! `exec:'COMMAND'`: plug in your own logic in any language. One long-lived
 //! child (started with `sh -c`) gets a JSON line per record on stdin and
 //! answers one line per record on stdout: `ok`, `retry: reason` (try again
-//! later) or `fail: reason` (dead-letter it). Partitions take turns, one
-//! record at a time, so the child sees a simple request/answer stream.
+//! later) or `fail: reason` (dead-letter it), in order. A worker writes a run
+//! of its partition's records at once (`--exec-batch`, default 1: request and
+//! answer) and then reads their answers; partitions take turns, a run at a
+//! time, so answers are due in the order the child read the lines.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -27,6 +29,8 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct SharedChild {
     inner: Arc<Mutex<Running>>,
+    /// Records written at once.
+    batch: usize,
 }
 
 struct Running {
@@ -110,33 +114,41 @@ impl Proc {
 }
 
 impl Running {
-    fn ask(&mut self, line: Vec<u8>) -> Result<String, String> {
+    /// Writes `lines` (`n` records) and reads their answers, each within the
+    /// timeout. Err from the first that does not come: the child is ended (gone,
+    /// broken or hung), and the records from there on have no answer.
+    fn ask(&mut self, lines: Vec<u8>, n: usize) -> (Vec<String>, Option<String>) {
         if self.child.is_none() {
-            self.child = Some(Proc::start(&self.command)?);
+            match Proc::start(&self.command) {
+                Ok(p) => self.child = Some(p),
+                Err(e) => return (Vec::new(), Some(e)),
+            }
         }
         let proc = self.child.as_mut().unwrap();
         // Whatever the child printed unasked (a banner, a log line) is not this record's answer.
         while let Ok(stray) = proc.answers.try_recv() {
             tracing::warn!("the exec sink `{}` printed {stray:?} unasked; ignored", self.command);
         }
-        let sent = proc.lines.as_ref().is_some_and(|l| l.send(line).is_ok());
-        let outcome = if sent { proc.answers.recv_timeout(self.timeout) } else { Err(RecvTimeoutError::Disconnected) };
-        match outcome {
-            Ok(answer) if !answer.is_empty() => Ok(answer),
-            outcome => {
-                // The child is gone, broken or hung: end it; the next record starts a new one.
-                if let Some(proc) = self.child.take() {
-                    proc.end(Duration::ZERO);
+        let sent = proc.lines.as_ref().is_some_and(|l| l.send(lines).is_ok());
+        let mut answers = Vec::with_capacity(n);
+        while answers.len() < n {
+            let outcome = if sent { proc.answers.recv_timeout(self.timeout) } else { Err(RecvTimeoutError::Disconnected) };
+            let problem = match outcome {
+                Ok(answer) if !answer.is_empty() => {
+                    answers.push(answer);
+                    continue;
                 }
-                Err(match outcome {
-                    Err(RecvTimeoutError::Timeout) => {
-                        format!("the exec sink `{}` did not answer within {}", self.command, humantime::format_duration(self.timeout))
-                    }
-                    Ok(_) => format!("the exec sink `{}` answered an empty line", self.command),
-                    Err(RecvTimeoutError::Disconnected) => format!("the exec sink `{}` exited without answering", self.command),
-                })
-            }
+                Err(RecvTimeoutError::Timeout) => {
+                    format!("the exec sink `{}` did not answer within {}", self.command, humantime::format_duration(self.timeout))
+                }
+                Ok(_) => format!("the exec sink `{}` answered an empty line", self.command),
+                Err(RecvTimeoutError::Disconnected) => format!("the exec sink `{}` exited without answering", self.command),
+            };
+            // The next record starts a new child.
+            self.restart();
+            return (answers, Some(problem));
         }
+        (answers, None)
     }
 }
 
@@ -159,7 +171,7 @@ impl Drop for Running {
 impl SharedChild {
     /// Starts the child and checks it is still there a moment later, so a typo
     /// in the command (the shell exits at once) is caught before any record moves.
-    pub fn start(command: &str, timeout: Duration) -> Result<SharedChild, String> {
+    pub fn start(command: &str, timeout: Duration, batch: usize) -> Result<SharedChild, String> {
         let mut proc = Proc::start(command)?;
         let until = Instant::now() + STARTUP_CHECK;
         while Instant::now() < until {
@@ -174,7 +186,7 @@ impl SharedChild {
             std::thread::sleep(Duration::from_millis(10));
         }
         let running = Running { command: command.to_string(), timeout, child: Some(proc) };
-        Ok(SharedChild { inner: Arc::new(Mutex::new(running)) })
+        Ok(SharedChild { inner: Arc::new(Mutex::new(running)), batch: batch.max(1) })
     }
 }
 
@@ -196,18 +208,41 @@ pub fn parse_answer(answer: &str) -> Result<(), Failure> {
 
 impl Sink for SharedChild {
     fn write(&mut self, record: &OwnedMessage, value: &Value) -> Result<(), Failure> {
-        let mut line = serde_json::to_vec(&record_json(record, value)).map_err(|e| Failure::retryable(Stage::Handle, e.to_string()))?;
-        line.push(b'\n');
-        // The child not starting, dying or breaking the pipe is the sink's trouble, not the record's.
-        let mut running = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let answer = running.ask(line).map_err(|e| Failure::unavailable(Stage::Sink, e))?;
-        let parsed = parse_answer(&answer);
-        if parsed.as_ref().is_err_and(|f| f.message.starts_with(UNEXPECTED)) {
-            // Out of step with the protocol (two lines for one record?): a fresh child
-            // puts answers back in step with records.
-            running.restart();
+        self.write_run(&[(record, value)]).pop().unwrap_or_else(|| Err(Failure::unavailable(Stage::Sink, "no answer")))
+    }
+
+    fn run_size(&self) -> usize {
+        self.batch
+    }
+
+    /// The run's lines in one write, then an answer per record. Outcomes stop at
+    /// the first record past which the child cannot be trusted: one it did not
+    /// answer (the sink's trouble, not the record's) or an answer outside the
+    /// protocol (two lines for one record?), after which a fresh child puts
+    /// answers back in step with records.
+    fn write_run(&mut self, records: &[(&OwnedMessage, &Value)]) -> Vec<Result<(), Failure>> {
+        let mut lines = Vec::with_capacity(records.len() * 512);
+        for (record, value) in records {
+            // (A serde_json::Value always serialises.)
+            let _ = serde_json::to_writer(&mut lines, &record_json(record, value));
+            lines.push(b'\n');
         }
-        parsed
+        let mut running = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (answers, problem) = running.ask(lines, records.len());
+        let mut outcomes = Vec::with_capacity(records.len());
+        for answer in &answers {
+            let parsed = parse_answer(answer);
+            let out_of_step = parsed.as_ref().is_err_and(|f| f.message.starts_with(UNEXPECTED));
+            outcomes.push(parsed);
+            if out_of_step {
+                running.restart();
+                return outcomes;
+            }
+        }
+        if let Some(problem) = problem {
+            outcomes.push(Err(Failure::unavailable(Stage::Sink, problem)));
+        }
+        outcomes
     }
 }
 

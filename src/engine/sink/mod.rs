@@ -17,6 +17,16 @@ use super::handler::{Failure, Progress};
 /// Receives each decoded, validated record of one partition.
 pub trait Sink: Send {
     fn write(&mut self, record: &OwnedMessage, value: &Value) -> Result<(), Failure>;
+
+    /// See `Handler::run_size`.
+    fn run_size(&self) -> usize {
+        1
+    }
+
+    /// See `Handler::handle_run`.
+    fn write_run(&mut self, records: &[(&OwnedMessage, &Value)]) -> Vec<Result<(), Failure>> {
+        records.iter().map(|(r, v)| self.write(r, v)).collect()
+    }
     /// Makes what was written durable (a transaction commit, a file flush).
     fn flush(&mut self, _progress: Option<&Progress>) -> Result<(), Failure> {
         Ok(())
@@ -63,7 +73,12 @@ pub struct SinkOptions {
     pub transform: Option<String>,
     /// The exec sink's bound on one answer.
     pub exec_timeout: std::time::Duration,
+    /// The exec sink's records in the pipe at once.
+    pub exec_batch: usize,
 }
+
+/// `--exec-batch`'s default: one record at a time, so they finish in order.
+pub const EXEC_BATCH: usize = 1;
 
 impl Default for SinkOptions {
     fn default() -> Self {
@@ -75,6 +90,7 @@ impl Default for SinkOptions {
             transactional_id: None,
             transform: None,
             exec_timeout: std::time::Duration::from_secs(30),
+            exec_batch: EXEC_BATCH,
         }
     }
 }
@@ -136,7 +152,7 @@ impl SinkFactory {
             SinkSpec::Null => FactoryKind::Null,
             SinkSpec::Jsonl(p) => FactoryKind::Jsonl(jsonl::SharedFile::open(p)?),
             SinkSpec::Sqlite(p) => FactoryKind::Sqlite(sqlite::SqliteTarget::new(p, o.sql.clone(), &o.group)?),
-            SinkSpec::Exec(c) => FactoryKind::Exec(exec::SharedChild::start(c, o.exec_timeout)?),
+            SinkSpec::Exec(c) => FactoryKind::Exec(exec::SharedChild::start(c, o.exec_timeout, o.exec_batch)?),
             SinkSpec::Kafka(t) => {
                 // Stable across restarts of one instance (its group.instance.id), so a
                 // restarted instance aborts what its dead predecessor left open at once.
