@@ -223,6 +223,10 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
     if let Some(o) = args.ordering.clone().or(file.ordering) {
         retry.ordering = o.parse::<RetryOrdering>().map_err(|e| anyhow!(e))?;
     }
+    if retry.ordering == RetryOrdering::Key && pipeline.sink_options.exec_batch > 1 {
+        // A run's later record of a key would not wait behind an earlier one parked in it.
+        bail!("--exec-batch above 1 needs --ordering partition: with --ordering key a record could finish before an earlier one of its key");
+    }
     engine.retry = retry;
     engine.dlq_topic = args.dlq.clone().or(file.dlq);
     engine.dlq_timeout = duration("dlq-timeout", args.dlq_timeout.clone().or(file.dlq_timeout), engine.dlq_timeout)?;

@@ -110,3 +110,13 @@ fn the_commit_help_names_every_strategy() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("per-message | batch:N | interval:DURATION | at-most-once | eos"), "{help}");
 }
+
+#[test]
+fn a_batched_exec_sink_under_key_ordering_is_refused() {
+    let (out, _) = run(&["run", "--headless", "-b", "127.0.0.1:1", "-t", "x", "--sink", "exec:cat", "--exec-batch", "4", "--ordering", "key"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("--exec-batch above 1 needs --ordering partition"), "{err}");
+    let (out, _) = run(&["run", "--headless", "-b", "127.0.0.1:1", "-t", "x", "--sink", "exec:cat", "--exec-batch", "0"]);
+    assert!(!out.status.success(), "a batch of 0 is refused");
+}

@@ -20,9 +20,11 @@ pub trait Broker {
     fn commit_outcomes(&self) -> Vec<CommitOutcome>;
     fn pause(&self, tps: &[Tp]) -> Result<(), String>;
     fn resume(&self, tps: &[Tp]) -> Result<(), String>;
-    /// Resumes partitions paused while assigned, and has their fetching start again at once.
-    fn resume_fetching(&self, tps: &[Tp]) -> Result<(), String> {
-        self.resume(tps)
+    /// Resumes partitions paused while assigned, and has their fetching start again
+    /// at once. Returns the positions it resumed them at: librdkafka forgets them
+    /// until the next record comes (see Live).
+    fn resume_fetching(&self, tps: &[Tp]) -> Result<Vec<(Tp, i64)>, String> {
+        self.resume(tps).map(|()| Vec::new())
     }
     /// The consumer's position of each assigned partition that has one.
     fn positions(&self) -> Result<Vec<(Tp, i64)>, String>;
@@ -85,18 +87,21 @@ impl Broker for Live<'_> {
     /// again, and the workers starve meanwhile (JSON into SQLite spent half of a
     /// run that way). A seek to where the partition resumes anyway (its
     /// position: one past the last record delivered) sets the fetcher going,
-    /// which wakes the thread.
-    fn resume_fetching(&self, tps: &[Tp]) -> Result<(), String> {
+    /// which wakes the thread. The seek also resets librdkafka's position
+    /// until the next record is delivered, so the positions are returned: past
+    /// trailing transaction markers, the engine needs them.
+    fn resume_fetching(&self, tps: &[Tp]) -> Result<Vec<(Tp, i64)>, String> {
         self.resume(tps)?;
+        let sought: Vec<(Tp, i64)> = self.positions()?.into_iter().filter(|(tp, _)| tps.contains(tp)).collect();
         let mut at = TopicPartitionList::new();
-        for ((t, p), o) in self.positions()?.into_iter().filter(|(tp, _)| tps.contains(tp)) {
-            at.add_partition_offset(&t, p, Offset::Offset(o)).map_err(|e| e.to_string())?;
+        for ((t, p), o) in &sought {
+            at.add_partition_offset(t, *p, Offset::Offset(*o)).map_err(|e| e.to_string())?;
         }
         if at.count() > 0 {
             // Asynchronous (timeout 0): the poll thread does not wait for it.
             self.consumer.seek_partitions(at, std::time::Duration::ZERO).map_err(|e| e.to_string())?;
         }
-        Ok(())
+        Ok(sought)
     }
 
     fn positions(&self) -> Result<Vec<(Tp, i64)>, String> {

@@ -413,7 +413,8 @@ impl State {
         self.current = Some(run[0].offset());
         let started = Instant::now();
         let outcomes = self.handler.handle_run(&run);
-        let share_us = (started.elapsed().as_micros() / run.len() as u128).min(u32::MAX as u128) as u32;
+        // Each answered record's share of the run's time.
+        let share_us = (started.elapsed().as_micros() / outcomes.len().max(1) as u128).min(u32::MAX as u128) as u32;
         let mut records = run.into_iter();
         for outcome in outcomes {
             let Some(record) = records.next() else { break };

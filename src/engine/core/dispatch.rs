@@ -64,10 +64,12 @@ impl Core {
             Ok(p) => p,
             Err(e) => return tracing::debug!("reading positions failed: {e}"),
         };
-        for (tp, pos) in positions {
-            let Some(part) = self.parts.get_mut(&tp) else { continue };
-            part.position = part.position.max(Some(pos));
-            if part.tracker.caught_up_to(pos) {
+        let positions: BTreeMap<Tp, i64> = positions.into_iter().collect();
+        for (tp, part) in self.parts.iter_mut() {
+            // Where librdkafka has no position (after the seek that wakes its fetcher
+            // at a resume, until the next record), the one kept here stands in.
+            part.position = part.position.max(positions.get(tp).copied());
+            if part.position.is_some_and(|pos| part.tracker.caught_up_to(pos)) {
                 self.dirty = true;
             }
         }

@@ -68,8 +68,15 @@ impl Core {
             }
         }
         if !resume.is_empty() {
-            if let Err(e) = broker.resume_fetching(&resume) {
-                self.record_error("broker", format!("resume failed: {e}"));
+            match broker.resume_fetching(&resume) {
+                Ok(sought) => {
+                    for (tp, o) in sought {
+                        if let Some(part) = self.parts.get_mut(&tp) {
+                            part.position = part.position.max(Some(o));
+                        }
+                    }
+                }
+                Err(e) => self.record_error("broker", format!("resume failed: {e}")),
             }
         }
     }

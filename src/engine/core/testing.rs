@@ -80,6 +80,15 @@ impl Broker for Fake {
         self.pauses.borrow_mut().extend(tps.iter().map(|tp| (tp.clone(), false)));
         Ok(())
     }
+    /// As librdkafka's seek does, the seek that wakes the fetcher forgets the
+    /// position until the next record is delivered.
+    fn resume_fetching(&self, tps: &[Tp]) -> Result<Vec<(Tp, i64)>, String> {
+        self.resume(tps)?;
+        let mut positions = self.positions.borrow_mut();
+        let sought = positions.iter().filter(|(tp, _)| tps.contains(tp)).map(|(tp, o)| (tp.clone(), *o)).collect();
+        positions.retain(|tp, _| !tps.contains(tp));
+        Ok(sought)
+    }
     fn positions(&self) -> Result<Vec<(Tp, i64)>, String> {
         Ok(self.positions.borrow().iter().map(|(tp, o)| (tp.clone(), *o)).collect())
     }

@@ -96,3 +96,22 @@ fn a_revoke_commits_what_finished_unless_the_assignment_was_lost_and_resumes_wha
     assert!(c.parts.is_empty());
     assert!(fake.violations.borrow().is_empty(), "{:?}", fake.violations.borrow());
 }
+
+#[test]
+fn a_resume_that_forgets_the_position_still_commits_past_the_last_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let mut c = started(&fake, dir.path(), &[0]);
+    // Records 0..9, then a transaction marker at 10: the position is 11.
+    fake.dispatched.borrow_mut().insert(tp(0), (0..10).collect());
+    c.dispatch(&fake, records(0, 0..10));
+    fake.positions.borrow_mut().insert(tp(0), 11);
+    tick(&mut c, &fake);
+    // Paused and resumed while the records are in flight: the resume's seek forgets it.
+    c.set_operator_pause(&fake, vec![tp(0)], true);
+    c.set_operator_pause(&fake, vec![tp(0)], false);
+    assert!(fake.positions.borrow().is_empty());
+    let done = tick_until(&mut c, &fake, |_| fake.committed.borrow().get(&tp(0)) == Some(&11));
+    assert!(done, "committed past the marker: {:?}", fake.committed.borrow());
+    assert!(fake.violations.borrow().is_empty(), "{:?}", fake.violations.borrow());
+}

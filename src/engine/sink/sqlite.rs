@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::message::{Message, OwnedMessage};
@@ -30,10 +30,13 @@ const OFFSETS_TABLE: &str = "CREATE TABLE IF NOT EXISTS kdeck_offsets (
 /// Parameters every record binds, whatever its format.
 const RECORD_PARAMETERS: [&str; 6] = ["topic", "partition", "offset", "key", "value", "timestamp"];
 
+/// How long a write waits for the database (another process's transaction).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(if cfg!(test) { 1 } else { 30 });
+
 pub(super) fn open(path: &Path) -> Result<Connection, String> {
     let fail = |e: rusqlite::Error| format!("cannot use the SQLite sink {}: {e}", path.display());
     let conn = Connection::open(path).map_err(fail)?;
-    conn.busy_timeout(Duration::from_secs(30)).map_err(fail)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(fail)?;
     // FULL: a committed batch survives a power loss, as the Kafka commit that
     // follows it does (NORMAL may lose the last transactions in WAL mode).
@@ -63,7 +66,7 @@ pub struct SqliteTarget {
     /// The partitions' sinks take turns at the write lock here: waiting for
     /// SQLite's own lock sleeps (1, 2, 5 … 100 ms at a time), and six
     /// sinks spent most of a run asleep in it.
-    turn: Arc<Mutex<()>>,
+    turn: Arc<parking_lot::Mutex<()>>,
 }
 
 impl SqliteTarget {
@@ -128,7 +131,7 @@ pub struct SqliteSink {
     /// Tests only: the next offset update fails the way a full disk does
     /// (SQLite rolls the transaction back by itself).
     fail_next_advance: bool,
-    turn: Arc<Mutex<()>>,
+    turn: Arc<parking_lot::Mutex<()>>,
 }
 
 /// One write, as its bound values.
@@ -415,7 +418,14 @@ impl Sink for SqliteSink {
         // A transaction opened at flush is closed in it: it takes its turn. (Under
         // --sql one is open since the batch's first write, which waits in SQLite.)
         let turn = self.turn.clone();
-        let _turn = (!self.in_tx).then(|| turn.lock().unwrap_or_else(|e| e.into_inner()));
+        let _turn = match self.in_tx {
+            true => None,
+            // Bounded like SQLite's own wait: the database held by another process
+            // (its lock timing out for each partition in turn) costs one timeout, not six.
+            false => Some(turn.try_lock_for(BUSY_TIMEOUT).ok_or_else(|| {
+                Failure::unavailable(Stage::Sink, "SQLite: the database stayed busy (other partitions waited for it too)")
+            })?),
+        };
         // Even a batch of dead-lettered records moves the offset, in a transaction of its own.
         let outcome = self.begin().and_then(|()| match (eos, progress) {
             (Some(p), _) => self.advance(p),
@@ -649,5 +659,28 @@ mod tests {
         let n: i64 = Connection::open(&db).unwrap().query_row("SELECT count(*) FROM log", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 105, "every record once");
         assert_eq!(target.eos.next_offset("t", 0).unwrap(), Some(105));
+    }
+
+    #[test]
+    fn a_database_held_by_another_process_costs_one_wait_not_one_per_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.sqlite");
+        let target = SqliteTarget::new(&db, None, "g").unwrap();
+        let holder = Connection::open(&db).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let started = std::time::Instant::now();
+        let flushes: Vec<_> = (0..4)
+            .map(|p| {
+                let mut sink = target.open("t", p).unwrap();
+                std::thread::spawn(move || {
+                    sink.write(&record(0, "{}"), &serde_json::json!({})).unwrap();
+                    sink.flush(None).is_err()
+                })
+            })
+            .collect();
+        assert!(flushes.into_iter().all(|f| f.join().unwrap()), "every flush failed: the database is held");
+        let took = started.elapsed();
+        // One partition after another would take 4 × BUSY_TIMEOUT.
+        assert!(took < BUSY_TIMEOUT * 3, "took {took:?}");
     }
 }
