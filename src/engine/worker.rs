@@ -729,6 +729,13 @@ impl State {
 mod tests {
     use super::*;
 
+    /// A dead-letter queue the tests never reach (no broker behind it).
+    fn unused_dlq(dir: &std::path::Path) -> Arc<DeadLetterQueue> {
+        let audit = Arc::new(crate::engine::audit::Audit::open(&dir.join("a.sqlite")).unwrap());
+        let producer = crate::engine::dlq::Producer::new("127.0.0.1:1", &[], Duration::from_secs(1)).unwrap();
+        Arc::new(DeadLetterQueue::new(producer, None, "g", audit))
+    }
+
     #[test]
     fn backoff_grows_exponentially_with_jitter_and_a_cap() {
         let p = RetryPolicy { base: Duration::from_millis(100), max: Duration::from_secs(1), ..Default::default() };
@@ -784,9 +791,7 @@ mod tests {
             }
         }
         let dir = tempfile::tempdir().unwrap();
-        let audit = Arc::new(crate::engine::audit::Audit::open(&dir.path().join("a.sqlite")).unwrap());
-        let producer = crate::engine::dlq::Producer::new("127.0.0.1:1", &[], Duration::from_secs(1)).unwrap();
-        let dlq = Arc::new(DeadLetterQueue::new(producer, None, "g", audit));
+        let dlq = unused_dlq(dir.path());
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (events, reports) = crossbeam_channel::unbounded();
         let retry = RetryPolicy { base: Duration::from_secs(60), max: Duration::from_secs(60), ..Default::default() };
@@ -837,9 +842,7 @@ mod tests {
             }
         }
         let dir = tempfile::tempdir().unwrap();
-        let audit = Arc::new(crate::engine::audit::Audit::open(&dir.path().join("a.sqlite")).unwrap());
-        let producer = crate::engine::dlq::Producer::new("127.0.0.1:1", &[], Duration::from_secs(1)).unwrap();
-        let dlq = Arc::new(DeadLetterQueue::new(producer, None, "g", audit));
+        let dlq = unused_dlq(dir.path());
         let flushed = Arc::new(Mutex::new(Vec::new()));
         let (events, _rx) = crossbeam_channel::unbounded();
         let retry = RetryPolicy { ordering: RetryOrdering::Key, base: Duration::from_secs(60), max: Duration::from_secs(60), ..Default::default() };
