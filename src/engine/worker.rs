@@ -405,9 +405,9 @@ impl State {
         let size = self.handler.run_size();
         let mut run = vec![first];
         while run.len() < size {
-            match self.ahead.pop_front().ok_or(()).or_else(|()| self.rx.try_recv().map_err(|_| ())) {
-                Ok(record) => run.push(record),
-                Err(()) => break,
+            match self.ahead.pop_front().or_else(|| self.rx.try_recv().ok()) {
+                Some(record) => run.push(record),
+                None => break,
             }
         }
         self.current = Some(run[0].offset());
