@@ -154,21 +154,24 @@ impl ExactlyOnce {
         }
     }
 
-    /// Runs `f` with the group metadata, if the partition is still in the epoch
-    /// the caller began in; under the lock, so a revoke cannot slip in between
-    /// the check and the offsets sent. None: the partition was revoked since.
-    pub fn with_group_metadata<T>(
+    /// Whether a worker that began in `epoch` still owns the partition.
+    pub fn is_current(&self, topic: &str, partition: i32, epoch: u64) -> bool {
+        self.epoch(topic, partition) == epoch
+    }
+
+    /// Runs `f` with the group metadata if every partition is still in the
+    /// epoch its worker began in; under the lock, so a revoke cannot slip in
+    /// between the check and the offsets sent. None: one was revoked since.
+    pub fn with_group_metadata_if_current<'a, T>(
         &self,
-        topic: &str,
-        partition: i32,
-        epoch: u64,
+        mut parts: impl Iterator<Item = (&'a str, i32, u64)>,
         f: impl FnOnce(Option<&ConsumerGroupMetadata>) -> T,
     ) -> Option<T> {
         match &self.store {
             Store::Kafka { metadata } => {
                 let m = metadata.lock().unwrap();
-                let current = m.epochs.get(&(topic.to_string(), partition)).copied().unwrap_or(0);
-                (current == epoch).then(|| f(m.metadata.as_ref()))
+                let current = |(t, p, e): (&str, i32, u64)| m.epochs.get(&(t.to_string(), p)).copied().unwrap_or(0) == e;
+                parts.all(current).then(|| f(m.metadata.as_ref()))
             }
             Store::Sqlite { .. } => Some(f(None)),
         }
@@ -181,4 +184,22 @@ pub struct Membership {
     metadata: Option<ConsumerGroupMetadata>,
     /// Bumped at every assign and revoke of a partition.
     epochs: std::collections::HashMap<(String, i32), u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_of_several_partitions_sends_no_offsets_once_one_of_them_is_revoked() {
+        let eos = ExactlyOnce::kafka();
+        eos.next_epoch("t", 0);
+        eos.next_epoch("t", 1);
+        let began = [("t", 0, eos.epoch("t", 0)), ("t", 1, eos.epoch("t", 1))];
+        assert_eq!(eos.with_group_metadata_if_current(began.into_iter(), |_| "sent"), Some("sent"));
+        eos.next_epoch("t", 1); // partition 1 revoked
+        assert!(!eos.is_current("t", 1, began[1].2));
+        assert!(eos.is_current("t", 0, began[0].2));
+        assert_eq!(eos.with_group_metadata_if_current(began.into_iter(), |_| "sent"), None);
+    }
 }

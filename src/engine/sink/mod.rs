@@ -4,6 +4,8 @@ mod eos;
 mod exec;
 mod jsonl;
 mod kafka;
+mod group_commit;
+mod kafka_txn;
 mod sqlite;
 
 use std::path::PathBuf;
