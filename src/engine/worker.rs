@@ -4,7 +4,7 @@
 //! backoff; what cannot succeed goes to the dead-letter topic.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -134,8 +134,12 @@ static NEXT_WORKER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 
 pub struct Worker {
     pub id: WorkerId,
-    tx: Option<Sender<OwnedMessage>>,
-    rx_len: Receiver<OwnedMessage>,
+    /// Records go over in chunks (what one poll brought for the partition): one
+    /// wake-up of the worker per chunk, not per record.
+    tx: Option<Sender<Vec<OwnedMessage>>>,
+    /// Records handed over and not yet taken up by the handler.
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
     commands: Sender<WorkerCommand>,
     stop: Arc<AtomicBool>,
     /// Set while the operator pauses the partition: no new record is started.
@@ -153,12 +157,14 @@ impl Worker {
         retry: RetryPolicy,
         dlq: Arc<DeadLetterQueue>,
     ) -> Worker {
-        let (tx, rx) = crossbeam_channel::bounded::<OwnedMessage>(capacity.max(1));
+        // Every chunk holds a record at least, so chunks never outnumber records.
+        let capacity = capacity.max(1);
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<OwnedMessage>>(capacity);
+        let queued = Arc::new(AtomicUsize::new(0));
         let (commands, commands_rx) = crossbeam_channel::unbounded();
         let stop = Arc::new(AtomicBool::new(false));
         let hold = Arc::new(AtomicBool::new(false));
         let (exit_tx, exited) = crossbeam_channel::bounded::<()>(0);
-        let rx_len = rx.clone();
         let id = WorkerId(NEXT_WORKER.fetch_add(1, AtomicOrdering::Relaxed));
         let (died_tx, died_tp) = (events.clone(), tp.clone());
         let mut state = State {
@@ -166,6 +172,7 @@ impl Worker {
             id,
             handler,
             rx,
+            queued: queued.clone(),
             commands: commands_rx,
             stop: stop.clone(),
             hold: hold.clone(),
@@ -198,17 +205,25 @@ impl Worker {
                 }
             })
             .expect("spawn worker thread");
-        Worker { id, tx: Some(tx), rx_len, commands, stop, hold, exited, thread: Some(thread) }
+        Worker { id, tx: Some(tx), queued, capacity, commands, stop, hold, exited, thread: Some(thread) }
     }
 
-    /// Hands a record over without blocking; gives it back when the queue is full.
-    pub fn offer(&self, record: OwnedMessage) -> Result<(), OwnedMessage> {
-        match self.tx.as_ref() {
-            None => Err(record),
-            Some(tx) => match tx.try_send(record) {
-                Ok(()) => Ok(()),
-                Err(TrySendError::Full(r)) | Err(TrySendError::Disconnected(r)) => Err(r),
-            },
+    /// Hands over as many records from the front of `waiting` as the queue has
+    /// room for, in one chunk, without blocking.
+    pub fn offer_from(&self, waiting: &mut VecDeque<OwnedMessage>) {
+        let Some(tx) = self.tx.as_ref() else { return };
+        let room = self.capacity.saturating_sub(self.queued.load(AtomicOrdering::SeqCst));
+        let n = room.min(waiting.len());
+        if n == 0 {
+            return;
+        }
+        let chunk: Vec<OwnedMessage> = waiting.drain(..n).collect();
+        self.queued.fetch_add(n, AtomicOrdering::SeqCst);
+        if let Err(TrySendError::Full(chunk) | TrySendError::Disconnected(chunk)) = tx.try_send(chunk) {
+            self.queued.fetch_sub(n, AtomicOrdering::SeqCst);
+            for record in chunk.into_iter().rev() {
+                waiting.push_front(record);
+            }
         }
     }
 
@@ -224,7 +239,7 @@ impl Worker {
 
     /// Records waiting in the queue (not counting the one being handled or parked ones).
     pub fn queued(&self) -> usize {
-        self.rx_len.len()
+        self.queued.load(AtomicOrdering::SeqCst)
     }
 
     /// Stops after the record in hand (queued and parked ones are dropped: they
@@ -275,7 +290,9 @@ struct Parked {
 struct State {
     tp: Tp,
     handler: Box<dyn Handler>,
-    rx: Receiver<OwnedMessage>,
+    rx: Receiver<Vec<OwnedMessage>>,
+    /// Shared with the Worker: records in the channel and in `ahead`.
+    queued: Arc<AtomicUsize>,
     commands: Receiver<WorkerCommand>,
     stop: Arc<AtomicBool>,
     hold: Arc<AtomicBool>,
@@ -299,12 +316,24 @@ struct State {
     /// more than one when the operator acts during a hold) while a flush runs in
     /// the middle of them: progress must not pass them.
     in_hand: Vec<i64>,
-    /// Records taken from the queue in a run that the handler did not get to
-    /// (a sink that broke part-way): handed over again before the queue's next.
+    /// Records of the chunks taken from the channel, not yet handled (and those
+    /// of a run the handler did not get to: a sink that broke part-way).
     ahead: VecDeque<OwnedMessage>,
 }
 
 impl State {
+    /// The next record handed over, if one is there already.
+    fn next_queued(&mut self) -> Option<OwnedMessage> {
+        if self.ahead.is_empty() {
+            if let Ok(chunk) = self.rx.try_recv() {
+                self.ahead.extend(chunk);
+            }
+        }
+        let record = self.ahead.pop_front()?;
+        self.queued.fetch_sub(1, AtomicOrdering::SeqCst);
+        Some(record)
+    }
+
     fn stopped(&self) -> bool {
         self.stop.load(AtomicOrdering::SeqCst)
     }
@@ -357,9 +386,12 @@ impl State {
                     continue;
                 }
             }
-            let next = match self.ahead.pop_front() {
+            let next = match self.next_queued() {
                 Some(record) => Ok(record),
-                None => self.rx.recv_timeout(wait),
+                None => self.rx.recv_timeout(wait).map(|chunk| {
+                    self.ahead.extend(chunk);
+                    self.next_queued().expect("a chunk holds a record")
+                }),
             };
             match next {
                 // A pipelined sink takes a run at once; only with nothing parked, so
@@ -405,7 +437,7 @@ impl State {
         let size = self.handler.run_size();
         let mut run = vec![first];
         while run.len() < size {
-            match self.ahead.pop_front().or_else(|| self.rx.try_recv().ok()) {
+            match self.next_queued() {
                 Some(record) => run.push(record),
                 None => break,
             }
@@ -435,6 +467,7 @@ impl State {
         }
         for (i, record) in records.enumerate() {
             self.ahead.insert(i, record);
+            self.queued.fetch_add(1, AtomicOrdering::SeqCst);
         }
     }
 
@@ -755,6 +788,48 @@ mod tests {
         assert!(RetryPolicy::parse_backoff("fast").is_err());
     }
 
+    /// Records go over in chunks up to the queue's capacity, and count as
+    /// queued until the handler takes them (back-pressure reads this).
+    #[test]
+    fn a_worker_takes_no_more_than_its_capacity_and_counts_records_until_handled() {
+        /// Tells when a record is in hand, then waits for the gate to open.
+        struct Gated {
+            entered: Sender<()>,
+            gate: Receiver<()>,
+        }
+        impl Handler for Gated {
+            fn handle(&mut self, _: &OwnedMessage) -> Result<(), Failure> {
+                let _ = self.entered.send(());
+                let _ = self.gate.recv(); // Err once the gate is dropped: open
+                Ok(())
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (events, _reports) = crossbeam_channel::unbounded();
+        let (entered_tx, entered) = crossbeam_channel::unbounded();
+        let (gate_tx, gate) = crossbeam_channel::bounded::<()>(0);
+        let handler = Gated { entered: entered_tx, gate };
+        let mut w = Worker::spawn(("t".into(), 0), Box::new(handler), 10, events, RetryPolicy::default(), unused_dlq(dir.path()));
+        let mut waiting: VecDeque<_> =
+            (0..25).map(|o| OwnedMessage::new(None, None, "t".into(), rdkafka::Timestamp::NotAvailable, 0, o, None)).collect();
+        w.offer_from(&mut waiting);
+        assert_eq!(waiting.len(), 15, "ten over, fifteen wait");
+        entered.recv_timeout(Duration::from_secs(5)).expect("the first record is in hand");
+        assert_eq!(w.queued(), 9, "the one in hand is no longer queued; the nine behind it are");
+        w.offer_from(&mut waiting);
+        assert_eq!((w.queued(), waiting.len()), (10, 14), "room for one more");
+        w.offer_from(&mut waiting);
+        assert_eq!(waiting.len(), 14, "no room: nothing more");
+        drop(gate_tx);
+        let until = Instant::now() + Duration::from_secs(5);
+        while entered.len() < 10 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(entered.len(), 10, "the other ten handled");
+        assert_eq!(w.queued(), 0);
+        assert!(w.stop_and_wait(Duration::from_secs(5)));
+    }
+
     /// A run: records after one answered `retry` keep their answers and finish,
     /// but progress never passes the parked record, and what the sink did not
     /// answer is handed over again, alone.
@@ -796,12 +871,11 @@ mod tests {
         let (events, reports) = crossbeam_channel::unbounded();
         let retry = RetryPolicy { base: Duration::from_secs(60), max: Duration::from_secs(60), ..Default::default() };
         let mut w = Worker::spawn(("t".into(), 0), Box::new(Piped(seen.clone())), 10, events, retry, dlq);
-        // (Held while they are queued, so that they are likely one run.)
-        w.set_hold(true);
-        for o in 0..6 {
-            w.offer(OwnedMessage::new(None, None, "t".into(), rdkafka::Timestamp::NotAvailable, 0, o, None)).unwrap();
-        }
-        w.set_hold(false);
+        // One chunk: one run.
+        let mut records: VecDeque<_> =
+            (0..6).map(|o| OwnedMessage::new(None, None, "t".into(), rdkafka::Timestamp::NotAvailable, 0, o, None)).collect();
+        w.offer_from(&mut records);
+        assert!(records.is_empty());
         let until = Instant::now() + Duration::from_secs(5);
         while seen.lock().unwrap().flushed.is_empty() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(10));
@@ -847,10 +921,11 @@ mod tests {
         let (events, _rx) = crossbeam_channel::unbounded();
         let retry = RetryPolicy { ordering: RetryOrdering::Key, base: Duration::from_secs(60), max: Duration::from_secs(60), ..Default::default() };
         let mut w = Worker::spawn(("t".into(), 0), Box::new(Recorder(flushed.clone())), 10, events, retry, dlq);
-        for (o, key) in [(5, "a"), (6, "b")] {
-            let r = OwnedMessage::new(None, Some(key.as_bytes().to_vec()), "t".into(), rdkafka::Timestamp::NotAvailable, 0, o, None);
-            w.offer(r).unwrap();
-        }
+        let mut records: VecDeque<_> = [(5, "a"), (6, "b")]
+            .into_iter()
+            .map(|(o, key)| OwnedMessage::new(None, Some(key.as_bytes().to_vec()), "t".into(), rdkafka::Timestamp::NotAvailable, 0, o, None))
+            .collect();
+        w.offer_from(&mut records);
         let until = Instant::now() + Duration::from_secs(5);
         while flushed.lock().unwrap().is_empty() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(10));

@@ -32,12 +32,10 @@ impl Core {
             part.largest_record = part.largest_record.max(bytes);
             part.tracker.received_sized(record.offset(), bytes);
             part.position = Some(record.offset() + 1);
-            if !part.stash.is_empty() {
-                part.stash.push_back(record);
-            } else if let Err(record) = part.worker.offer(record) {
-                part.stash.push_back(record);
-            }
+            part.stash.push_back(record);
         }
+        // Each partition's records go over as one chunk.
+        self.flush_stashes();
     }
 
     pub(super) fn commit_received(&mut self, broker: &dyn Broker, records: &[OwnedMessage]) {
@@ -78,12 +76,7 @@ impl Core {
     /// Moves stashed records into worker queues as room frees up.
     pub fn flush_stashes(&mut self) {
         for part in self.parts.values_mut() {
-            while let Some(record) = part.stash.pop_front() {
-                if let Err(record) = part.worker.offer(record) {
-                    part.stash.push_front(record);
-                    break;
-                }
-            }
+            part.worker.offer_from(&mut part.stash);
         }
     }
 
