@@ -309,6 +309,21 @@ fn a_commit_that_times_out_is_committed_again_not_aborted() {
     assert!(!log.contains("transaction aborted"), "a retriable commit error is answered with a commit, never an abort");
 }
 
+/// A commit whose answer is lost (the coordinator took it, the reply never
+/// came): the batch must not be sent again in a new transaction. The group's
+/// committed offset says the commit happened.
+#[test]
+fn a_commit_whose_answer_is_lost_is_not_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, out) = setup_kafka("eos-answer-lost", dir.path(), &[]);
+    let mut a = run.spawn_with_env("a", &[("KDECK_FAILPOINT", "commit-answer-lost:2")]);
+    assert!(wait_exit(&mut a, Duration::from_secs(120)).success());
+    let (counts, _) = output_counts(&out, true);
+    assert_exactly_once(&counts);
+    let log = std::fs::read_to_string(dir.path().join("kdeck-a.log")).unwrap();
+    assert!(log.contains("the answer to commit 2 was lost"), "the failpoint fired");
+}
+
 #[test]
 fn two_instances_with_one_transactional_id_fence_each_other_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();

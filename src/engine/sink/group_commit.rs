@@ -1,7 +1,8 @@
 //! Group commit: callers hand in items and wait for their outcome; items that
-//! arrive while a run is under way wait and go together in the next run. The
-//! caller that gets the lock runs whatever is waiting (its own item, unless an
-//! earlier run took it), so no thread of its own is needed.
+//! arrive while a run is under way wait and go together in the next run (up
+//! to a budget). The caller that gets the lock runs what is waiting, oldest
+//! first, until an earlier run or its own has taken its item, so no thread of
+//! its own is needed.
 
 use std::sync::Mutex;
 
@@ -11,11 +12,14 @@ pub struct GroupCommit<T, S, R> {
     waiting: Mutex<Vec<(T, Answer<R>)>>,
     /// What a run works with (a producer); whoever holds it runs.
     state: Mutex<S>,
+    /// What one run may take (in `weight`s); a run takes one item at least.
+    budget: usize,
+    weight: fn(&T) -> usize,
 }
 
 impl<T, S, R> GroupCommit<T, S, R> {
-    pub fn new(state: S) -> GroupCommit<T, S, R> {
-        GroupCommit { waiting: Mutex::new(Vec::new()), state: Mutex::new(state) }
+    pub fn new(state: S, budget: usize, weight: fn(&T) -> usize) -> GroupCommit<T, S, R> {
+        GroupCommit { waiting: Mutex::new(Vec::new()), state: Mutex::new(state), budget, weight }
     }
 
     /// The state, between runs.
@@ -34,13 +38,27 @@ impl<T, S, R> GroupCommit<T, S, R> {
             if let Ok(done) = outcome.try_recv() {
                 return done;
             }
-            let (items, answers): (Vec<T>, Vec<Answer<R>>) = std::mem::take(&mut *self.waiting.lock().unwrap()).into_iter().unzip();
+            let (items, answers): (Vec<T>, Vec<Answer<R>>) = self.take_within_budget().into_iter().unzip();
             let outcomes = run(&mut state, items);
             assert_eq!(outcomes.len(), answers.len(), "a group-commit run answers every item");
             for (answer, o) in answers.into_iter().zip(outcomes) {
                 let _ = answer.send(o);
             }
         }
+    }
+
+    /// The oldest waiting items, as many as the budget allows (one at least).
+    fn take_within_budget(&self) -> Vec<(T, Answer<R>)> {
+        let mut waiting = self.waiting.lock().unwrap();
+        let (mut used, mut n) = (0, 0);
+        for (item, _) in waiting.iter() {
+            used += (self.weight)(item);
+            if n > 0 && used > self.budget {
+                break;
+            }
+            n += 1;
+        }
+        waiting.drain(..n).collect()
     }
 }
 
@@ -52,7 +70,7 @@ mod tests {
 
     #[test]
     fn items_that_arrive_during_a_run_share_the_next_run() {
-        let group: Arc<GroupCommit<u32, Vec<Vec<u32>>, u32>> = Arc::new(GroupCommit::new(Vec::new()));
+        let group: Arc<GroupCommit<u32, Vec<Vec<u32>>, u32>> = Arc::new(GroupCommit::new(Vec::new(), 100, |_| 1));
         let (in_run, release) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
         let record = |state: &mut Vec<Vec<u32>>, items: Vec<u32>| {
             state.push(items.clone());
@@ -92,8 +110,23 @@ mod tests {
     }
 
     #[test]
+    fn a_run_takes_the_oldest_items_within_its_budget_and_at_least_one() {
+        let group: GroupCommit<usize, (), ()> = GroupCommit::new((), 10, |w| *w);
+        let (answer, _outcome) = crossbeam_channel::bounded(1);
+        for w in [4, 5, 3, 20, 1] {
+            group.waiting.lock().unwrap().push((w, answer.clone()));
+        }
+        let taken = |g: &GroupCommit<usize, (), ()>| g.take_within_budget().into_iter().map(|(w, _)| w).collect::<Vec<_>>();
+        assert_eq!(taken(&group), [4, 5], "4 + 5 fit in 10; 3 more would not");
+        assert_eq!(taken(&group), [3], "20 would not fit beside 3");
+        assert_eq!(taken(&group), [20], "over the budget alone: taken alone");
+        assert_eq!(taken(&group), [1]);
+        assert!(taken(&group).is_empty());
+    }
+
+    #[test]
     fn one_caller_alone_runs_its_own_item() {
-        let group: GroupCommit<&str, u32, Result<(), String>> = GroupCommit::new(0);
+        let group: GroupCommit<&str, u32, Result<(), String>> = GroupCommit::new(0, 100, |_| 1);
         let outcome = group.commit("a", |runs, items| {
             *runs += 1;
             items.iter().map(|i| Err(format!("{i} failed"))).collect()

@@ -33,6 +33,7 @@ impl KafkaTarget {
         transform: Option<&str>,
         brokers: &str,
         properties: &[(String, String)],
+        group: &str,
         transactional_id: &str,
     ) -> Result<KafkaTarget, String> {
         let fields = match transform {
@@ -48,7 +49,14 @@ impl KafkaTarget {
         for (k, v) in properties.iter().filter(|(k, _)| !crate::engine::dlq::is_consumer_only(k)) {
             config.set(k, v);
         }
-        let transactions = Arc::new(Transactions::new(config, transactional_id, topic));
+        // Reads the group's offsets without joining it (an unknown commit outcome).
+        let mut checker = ClientConfig::new();
+        checker.set("bootstrap.servers", brokers);
+        for (k, v) in properties.iter().filter(|(k, _)| k != "group.instance.id") {
+            checker.set(k, v);
+        }
+        checker.set("group.id", group);
+        let transactions = Arc::new(Transactions::new(config, checker, transactional_id, topic));
         Ok(KafkaTarget {
             topic: topic.to_string(),
             fields,

@@ -11,10 +11,12 @@
 //! `read_committed` reader.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -40,14 +42,48 @@ pub struct Batch {
 }
 
 pub struct Transactions {
-    /// The transactional producer, and the batches waiting for it.
-    group: GroupCommit<Batch, Option<Producer>, Result<(), Failure>>,
+    /// The transactional producer and what it knows of earlier transactions,
+    /// and the batches waiting for it.
+    group: GroupCommit<Batch, Txn, Result<(), Failure>>,
     config: ClientConfig,
+    /// Reads the group's committed offsets (a consumer that never joins).
+    checker: ClientConfig,
     /// The output topic (a dead letter carried in a batch names its own).
     output: String,
     pub eos: Arc<ExactlyOnce>,
     count: AtomicU32,
     failpoints: Failpoints,
+}
+
+type Tp = (String, i32);
+
+#[derive(Default)]
+struct Txn {
+    producer: Option<Producer>,
+    /// Partitions whose last transaction failed beside others': each goes alone
+    /// until it commits, so a batch that can never be written (a record too
+    /// large for the output topic) does not abort the others' again and again.
+    suspects: HashSet<Tp>,
+    /// Partitions whose last commit has an unknown outcome (its answer lost, the
+    /// producer fenced at the commit): the group's committed offset says whether
+    /// it happened, before their batch may be sent again.
+    unknown: HashSet<Tp>,
+}
+
+/// How one transaction ended.
+enum Ended {
+    Committed,
+    Failed(Failure),
+    /// The commit was sent and its answer never came.
+    Unknown(Failure),
+}
+
+/// What one run of the group commit may take: a transaction must end well
+/// within `transaction.timeout.ms` however many partitions are waiting.
+const RUN_BUDGET_BYTES: usize = 32 << 20;
+
+fn weight(b: &Batch) -> usize {
+    b.records.iter().map(|o| 64 + o.key.as_ref().map_or(0, Vec::len) + o.value.as_ref().map_or(0, Vec::len)).sum()
 }
 
 /// Test failpoints (`KDECK_FAILPOINT=NAME:N`), each about the N-th transaction.
@@ -59,6 +95,8 @@ struct Failpoints {
     slow_commit_at: Option<u32>,
     /// `hang-before-commit:N`: its offsets sent, it never commits (for a test that kills the process then).
     hang_at: Option<u32>,
+    /// `commit-answer-lost:N`: it commits, and the answer is treated as lost.
+    answer_lost_at: Option<u32>,
 }
 
 impl Failpoints {
@@ -66,12 +104,20 @@ impl Failpoints {
         let at = |name: &str| {
             std::env::var("KDECK_FAILPOINT").ok().and_then(|f| f.strip_prefix(name).and_then(|n| n.parse().ok()))
         };
-        Failpoints { abort_at: at("abort-transaction:"), slow_commit_at: at("slow-commit:"), hang_at: at("hang-before-commit:") }
+        Failpoints {
+            abort_at: at("abort-transaction:"),
+            slow_commit_at: at("slow-commit:"),
+            hang_at: at("hang-before-commit:"),
+            answer_lost_at: at("commit-answer-lost:"),
+        }
     }
 }
 
 impl Transactions {
-    pub fn new(mut config: ClientConfig, transactional_id: &str, output: &str) -> Transactions {
+    /// `config`: the producer's (brokers, security); `checker`: a consumer's of
+    /// the group whose offsets the transactions commit.
+    pub fn new(mut config: ClientConfig, mut checker: ClientConfig, transactional_id: &str, output: &str) -> Transactions {
+        checker.set("isolation.level", "read_committed").set("enable.auto.commit", "false");
         config.set("transactional.id", transactional_id);
         // The coordinator answers the next transaction's first request with
         // CONCURRENT_TRANSACTIONS while it still writes the last one's markers;
@@ -80,8 +126,9 @@ impl Transactions {
             config.set("retry.backoff.ms", "20");
         }
         Transactions {
-            group: GroupCommit::new(None),
+            group: GroupCommit::new(Txn::default(), RUN_BUDGET_BYTES, weight),
             config,
+            checker,
             output: output.to_string(),
             eos: Arc::new(ExactlyOnce::kafka()),
             count: AtomicU32::new(0),
@@ -91,51 +138,126 @@ impl Transactions {
 
     /// Starts the producer now (see `KafkaTarget::start_producer_when_eos_starts`).
     pub fn start(&self) -> Result<(), String> {
-        ready(&mut self.group.state(), &self.config).map(|_| ()).map_err(|f| f.message)
+        ready(&mut self.group.state().producer, &self.config).map(|_| ()).map_err(|f| f.message)
     }
 
     /// Commits `batch` with its partition's next offset, in a transaction it may
     /// share with other partitions' batches; returns when that transaction has
     /// committed or failed.
     pub fn commit(&self, batch: Batch) -> Result<(), Failure> {
-        self.group.commit(batch, |producer, group| self.run(producer, group))
+        self.group.commit(batch, |txn, group| self.run(txn, group))
     }
 
-    /// One transaction for `group`; every batch in it gets the outcome.
-    fn run(&self, slot: &mut Option<Producer>, group: Vec<Batch>) -> Vec<Result<(), Failure>> {
-        // A batch of a partition revoked since its worker began is left to the new owner.
-        let revoked = |b: &Batch| !self.eos.is_current(&b.topic, b.partition, b.epoch);
-        let current: Vec<&Batch> = group.iter().filter(|b| !revoked(b)).collect();
-        let outcome = if current.is_empty() { Ok(()) } else { self.transact(slot, &current) };
-        group
-            .iter()
-            .map(|b| match revoked(b) {
-                true => Err(retry(format!("{}[{}] was revoked from this worker: its batch is left to the new owner", b.topic, b.partition))),
-                false => outcome.clone(),
-            })
-            .collect()
+    /// The transactions for `group`: one for all, and one for each suspect.
+    fn run(&self, txn: &mut Txn, group: Vec<Batch>) -> Vec<Result<(), Failure>> {
+        let mut outcomes: Vec<Option<Result<(), Failure>>> = Vec::with_capacity(group.len());
+        for b in &group {
+            outcomes.push(if self.eos.is_current(&b.topic, b.partition, b.epoch) {
+                // A batch whose last commit may have happened is not sent again blindly.
+                self.settle_unknown(txn, b)
+            } else {
+                // Revoked since its worker began: left to the new owner.
+                let message = format!("{}[{}] was revoked from this worker: its batch is left to the new owner", b.topic, b.partition);
+                Some(Err(retry(message)))
+            });
+        }
+        let open: Vec<usize> = (0..group.len()).filter(|&i| outcomes[i].is_none()).collect();
+        for set in plan(open, |i| txn.suspects.contains(&tp(&group[i]))) {
+            let batches: Vec<&Batch> = set.iter().map(|&i| &group[i]).collect();
+            let ended = self.transact(&mut txn.producer, &batches);
+            for (&i, b) in set.iter().zip(&batches) {
+                outcomes[i] = Some(match &ended {
+                    Ended::Committed => {
+                        txn.suspects.remove(&tp(b));
+                        Ok(())
+                    }
+                    Ended::Failed(f) => {
+                        if set.len() > 1 {
+                            txn.suspects.insert(tp(b));
+                        }
+                        Err(f.clone())
+                    }
+                    Ended::Unknown(f) => {
+                        // Not committed after all: tried again like any failed batch.
+                        txn.unknown.insert(tp(b));
+                        self.settle_unknown(txn, b).unwrap_or_else(|| Err(f.clone()))
+                    }
+                });
+            }
+        }
+        outcomes.into_iter().map(|o| o.expect("every batch answered")).collect()
     }
 
-    fn transact(&self, slot: &mut Option<Producer>, group: &[&Batch]) -> Result<(), Failure> {
-        let producer = ready(slot, &self.config)?;
+    /// For a partition whose last commit has an unknown outcome: Some(Ok) if it
+    /// did commit (the group's offset reached the batch's end), None if it did
+    /// not (the batch goes in a transaction as usual), Some(Err) while that
+    /// cannot be read yet.
+    fn settle_unknown(&self, txn: &mut Txn, b: &Batch) -> Option<Result<(), Failure>> {
+        if !txn.unknown.contains(&tp(b)) {
+            return None;
+        }
+        // A new producer with the same transactional id first completes or
+        // aborts what the lost commit left, so the offset read next is final.
+        if let Err(f) = ready(&mut txn.producer, &self.config) {
+            return Some(Err(f));
+        }
+        match self.committed(&b.topic, b.partition) {
+            Ok(committed) => {
+                txn.unknown.remove(&tp(b));
+                (committed >= b.next_offset).then_some(Ok(()))
+            }
+            Err(e) => Some(Err(Failure::unavailable(
+                Stage::Sink,
+                format!("whether the last transaction of {}[{}] committed is unknown, and the group's offset cannot be read: {e}", b.topic, b.partition),
+            ))),
+        }
+    }
+
+    /// The group's committed offset of a partition, stable (read_committed
+    /// waits for open transactions on it to end); -1 when there is none.
+    fn committed(&self, topic: &str, partition: i32) -> Result<i64, String> {
+        let consumer: BaseConsumer = self.checker.create().map_err(|e| e.to_string())?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        let got = consumer.committed_offsets(tpl, TXN_TIMEOUT).map_err(|e| e.to_string())?;
+        let offset = got.find_partition(topic, partition).map(|p| p.offset());
+        Ok(match offset {
+            Some(Offset::Offset(o)) => o,
+            _ => -1,
+        })
+    }
+
+    fn transact(&self, slot: &mut Option<Producer>, group: &[&Batch]) -> Ended {
+        let producer = match ready(slot, &self.config) {
+            Ok(p) => p,
+            Err(f) => return Ended::Failed(f),
+        };
         self.eos.opened(group.iter().map(|b| b.records.len()).sum());
         let outcome = self.attempt(producer, group);
         self.eos.closed(outcome.as_ref().err().map(|e| e.message.as_str()));
         match outcome {
-            Ok(()) => Ok(()),
+            Ok(()) => Ended::Committed,
+            Err(e) if e.at_commit && e.kind != TxnErrorKind::Abortable => {
+                // The commit went out and no answer says how it ended: a new
+                // producer resolves it, and the group's offsets tell.
+                *slot = None;
+                let message = format!("the commit's outcome is unknown ({}): producer rebuilt, the group's offsets will tell", e.message);
+                tracing::warn!("{message}");
+                Ended::Unknown(retry(message))
+            }
             Err(e) if e.kind == TxnErrorKind::Fatal => {
                 // Fenced (another producer took this transactional id) or broken: a new
                 // producer starts clean; the batches are tried again in a new transaction.
                 *slot = None;
-                Err(retry(format!("transactional producer fenced or failed, rebuilt: {}", e.message)))
+                Ended::Failed(retry(format!("transactional producer fenced or failed, rebuilt: {}", e.message)))
             }
             Err(e) => {
                 if let Err(abort) = producer.abort_transaction(TXN_TIMEOUT) {
                     // An abort that fails leaves the producer unusable: start again clean.
                     *slot = None;
-                    return Err(retry(format!("transaction failed ({}) and its abort too ({abort}); producer rebuilt", e.message)));
+                    return Ended::Failed(retry(format!("transaction failed ({}) and its abort too ({abort}); producer rebuilt", e.message)));
                 }
-                Err(retry(format!("transaction aborted: {}", e.message)))
+                Ended::Failed(retry(format!("transaction aborted: {}", e.message)))
             }
         }
     }
@@ -163,11 +285,11 @@ impl Transactions {
             let parts = group.iter().map(|b| (b.topic.as_str(), b.partition, b.epoch));
             let sent = self.eos.with_group_metadata_if_current(parts, |m| match m {
                 Some(m) => producer.send_offsets_to_transaction(&offsets, m, TXN_TIMEOUT).map_err(TxnError::from),
-                None => Err(TxnError { kind: TxnErrorKind::Abortable, message: "no consumer group metadata yet".into() }),
+                None => Err(TxnError { kind: TxnErrorKind::Abortable, message: "no consumer group metadata yet".into(), at_commit: false }),
             });
             sent.unwrap_or_else(|| {
                 let message = "a partition in the transaction was revoked from this worker: its batch is left to the new owner";
-                Err(TxnError { kind: TxnErrorKind::Abortable, message: message.into() })
+                Err(TxnError { kind: TxnErrorKind::Abortable, message: message.into(), at_commit: false })
             })
         })?;
         let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
@@ -175,7 +297,7 @@ impl Transactions {
             // The worst case: the records are in the log when the abort comes (an
             // abort purges what the producer has not sent yet).
             producer.flush(TXN_TIMEOUT).map_err(TxnError::from)?;
-            return Err(TxnError { kind: TxnErrorKind::Abortable, message: format!("failpoint: transaction {n} aborted on purpose") });
+            return Err(TxnError { kind: TxnErrorKind::Abortable, message: format!("failpoint: transaction {n} aborted on purpose"), at_commit: false });
         }
         if self.failpoints.hang_at == Some(n) {
             tracing::warn!("failpoint: transaction {n} hangs before its commit");
@@ -184,13 +306,18 @@ impl Transactions {
             }
         }
         let mut slow_once = self.failpoints.slow_commit_at == Some(n);
-        with_retries(|| {
+        let committed = with_retries(|| {
             if std::mem::take(&mut slow_once) {
                 // What librdkafka reports when the coordinator is slow to answer.
-                return Err(TxnError { kind: TxnErrorKind::Retriable, message: format!("failpoint: commit {n} timed out") });
+                return Err(TxnError { kind: TxnErrorKind::Retriable, message: format!("failpoint: commit {n} timed out"), at_commit: true });
             }
             commit_transaction(producer, TXN_TIMEOUT)
-        })
+        });
+        if committed.is_ok() && self.failpoints.answer_lost_at == Some(n) {
+            let message = format!("failpoint: the answer to commit {n} was lost");
+            return Err(TxnError { kind: TxnErrorKind::Fatal, message, at_commit: true });
+        }
+        committed
     }
 }
 
@@ -202,6 +329,12 @@ fn ready<'a>(slot: &'a mut Option<Producer>, config: &ClientConfig) -> Result<&'
         *slot = Some(producer);
     }
     Ok(slot.as_ref().unwrap())
+}
+
+/// Which batches go in which transaction: each suspect alone, the rest together.
+fn plan(open: Vec<usize>, suspect: impl Fn(usize) -> bool) -> Vec<Vec<usize>> {
+    let (alone, together): (Vec<usize>, Vec<usize>) = open.into_iter().partition(|&i| suspect(i));
+    alone.into_iter().map(|i| vec![i]).chain(Some(together).filter(|t| !t.is_empty())).collect()
 }
 
 /// `rd_kafka_commit_transaction` itself, not rust-rdkafka's wrapper: the wrapper
@@ -226,7 +359,7 @@ fn commit_transaction(producer: &Producer, timeout: Duration) -> Result<(), TxnE
         };
         let message = std::ffi::CStr::from_ptr(rdsys::rd_kafka_error_string(error)).to_string_lossy().into_owned();
         rdsys::rd_kafka_error_destroy(error);
-        Err(TxnError { kind, message: format!("commit_transaction: {message}") })
+        Err(TxnError { kind, message: format!("commit_transaction: {message}"), at_commit: true })
     }
 }
 
@@ -263,6 +396,8 @@ enum TxnErrorKind {
 struct TxnError {
     kind: TxnErrorKind,
     message: String,
+    /// Failed at the commit: unless librdkafka says abort, it may have happened.
+    at_commit: bool,
 }
 
 impl From<KafkaError> for TxnError {
@@ -272,10 +407,27 @@ impl From<KafkaError> for TxnError {
             KafkaError::Transaction(t) if t.is_retriable() && !t.txn_requires_abort() => TxnErrorKind::Retriable,
             _ => TxnErrorKind::Abortable,
         };
-        TxnError { kind, message: e.to_string() }
+        TxnError { kind, message: e.to_string(), at_commit: false }
     }
+}
+
+fn tp(b: &Batch) -> Tp {
+    (b.topic.clone(), b.partition)
 }
 
 fn retry(m: String) -> Failure {
     Failure::retryable(Stage::Sink, m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suspects_go_alone_and_the_others_together() {
+        assert_eq!(plan(vec![0, 1, 2, 3], |_| false), vec![vec![0, 1, 2, 3]]);
+        assert_eq!(plan(vec![0, 1, 2, 3], |i| i == 2), vec![vec![2], vec![0, 1, 3]]);
+        assert_eq!(plan(vec![1, 3], |_| true), vec![vec![1], vec![3]]);
+        assert!(plan(vec![], |_| false).is_empty());
+    }
 }

@@ -163,7 +163,7 @@ impl SinkFactory {
                     Some(i) => format!("kdeck-{}-{i}", o.group),
                     None => format!("kdeck-{}-{}", o.group, std::process::id()),
                 });
-                let target = std::sync::Arc::new(kafka::KafkaTarget::new(t, o.transform.as_deref(), &o.brokers, &o.properties, &id)?);
+                let target = std::sync::Arc::new(kafka::KafkaTarget::new(t, o.transform.as_deref(), &o.brokers, &o.properties, &o.group, &id)?);
                 target.start_producer_when_eos_starts();
                 FactoryKind::Kafka(target)
             }
