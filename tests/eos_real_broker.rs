@@ -324,6 +324,21 @@ fn a_commit_whose_answer_is_lost_is_not_sent_again() {
     assert!(log.contains("the answer to commit 2 was lost"), "the failpoint fired");
 }
 
+/// The other unknown outcome: the commit never reached the coordinator. The
+/// group's committed offset does not carry that transaction's token, so the
+/// batch is sent again: nothing lost.
+#[test]
+fn a_commit_that_never_arrived_is_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, out) = setup_kafka("eos-commit-lost", dir.path(), &[]);
+    let mut a = run.spawn_with_env("a", &[("KDECK_FAILPOINT", "commit-lost:2")]);
+    assert!(wait_exit(&mut a, Duration::from_secs(120)).success());
+    let (counts, _) = output_counts(&out, true);
+    assert_exactly_once(&counts);
+    let log = std::fs::read_to_string(dir.path().join("kdeck-a.log")).unwrap();
+    assert!(log.contains("commit 2 never arrived"), "the failpoint fired");
+}
+
 #[test]
 fn two_instances_with_one_transactional_id_fence_each_other_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();

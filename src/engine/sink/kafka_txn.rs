@@ -11,9 +11,9 @@
 //! `read_committed` reader.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
@@ -52,6 +52,8 @@ pub struct Transactions {
     output: String,
     pub eos: Arc<ExactlyOnce>,
     count: AtomicU32,
+    /// Tells this process's transactions from any other's in offset metadata.
+    nonce: String,
     failpoints: Failpoints,
 }
 
@@ -65,9 +67,13 @@ struct Txn {
     /// large for the output topic) does not abort the others' again and again.
     suspects: HashSet<Tp>,
     /// Partitions whose last commit has an unknown outcome (its answer lost, the
-    /// producer fenced at the commit): the group's committed offset says whether
-    /// it happened, before their batch may be sent again.
-    unknown: HashSet<Tp>,
+    /// producer fenced at the commit), with that transaction's token: the token
+    /// in the group's committed offset metadata says whether it happened, before
+    /// their batch may be sent again. (The offset alone cannot: a batch behind a
+    /// parked record commits the same offset as the one before it.)
+    unknown: HashMap<Tp, String>,
+    /// Reads the group's committed offsets (a consumer that never joins).
+    checker: Option<BaseConsumer>,
 }
 
 /// How one transaction ended.
@@ -97,6 +103,8 @@ struct Failpoints {
     hang_at: Option<u32>,
     /// `commit-answer-lost:N`: it commits, and the answer is treated as lost.
     answer_lost_at: Option<u32>,
+    /// `commit-lost:N`: the commit never arrives (it is aborted), and no answer comes.
+    commit_lost_at: Option<u32>,
 }
 
 impl Failpoints {
@@ -109,6 +117,7 @@ impl Failpoints {
             slow_commit_at: at("slow-commit:"),
             hang_at: at("hang-before-commit:"),
             answer_lost_at: at("commit-answer-lost:"),
+            commit_lost_at: at("commit-lost:"),
         }
     }
 }
@@ -132,6 +141,7 @@ impl Transactions {
             output: output.to_string(),
             eos: Arc::new(ExactlyOnce::kafka()),
             count: AtomicU32::new(0),
+            nonce: format!("{transactional_id}/{}/{}", std::process::id(), SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos()),
             failpoints: Failpoints::from_env(),
         }
     }
@@ -150,90 +160,131 @@ impl Transactions {
 
     /// The transactions for `group`: one for all, and one for each suspect.
     fn run(&self, txn: &mut Txn, group: Vec<Batch>) -> Vec<Result<(), Failure>> {
-        let mut outcomes: Vec<Option<Result<(), Failure>>> = Vec::with_capacity(group.len());
-        for b in &group {
-            outcomes.push(if self.eos.is_current(&b.topic, b.partition, b.epoch) {
-                // A batch whose last commit may have happened is not sent again blindly.
-                self.settle_unknown(txn, b)
-            } else {
+        let mut outcomes: Vec<Option<Result<(), Failure>>> = group
+            .iter()
+            .map(|b| {
                 // Revoked since its worker began: left to the new owner.
                 let message = format!("{}[{}] was revoked from this worker: its batch is left to the new owner", b.topic, b.partition);
-                Some(Err(retry(message)))
-            });
+                (!self.eos.is_current(&b.topic, b.partition, b.epoch)).then(|| Err(retry(message)))
+            })
+            .collect();
+        // A batch whose last commit may have happened is not sent again blindly.
+        let unsettled: Vec<usize> = (0..group.len()).filter(|&i| outcomes[i].is_none() && txn.unknown.contains_key(&tp(&group[i]))).collect();
+        let settled = self.settle(txn, &unsettled.iter().map(|&i| &group[i]).collect::<Vec<_>>());
+        for (i, o) in unsettled.into_iter().zip(settled) {
+            outcomes[i] = o;
         }
         let open: Vec<usize> = (0..group.len()).filter(|&i| outcomes[i].is_none()).collect();
         for set in plan(open, |i| txn.suspects.contains(&tp(&group[i]))) {
             let batches: Vec<&Batch> = set.iter().map(|&i| &group[i]).collect();
-            let ended = self.transact(&mut txn.producer, &batches);
-            for (&i, b) in set.iter().zip(&batches) {
-                outcomes[i] = Some(match &ended {
-                    Ended::Committed => {
+            let token = format!("kdeck-txn/{}/{}", self.nonce, self.count.load(Ordering::SeqCst) + 1);
+            let ended = self.transact(&mut txn.producer, &batches, &token);
+            let answers: Vec<Result<(), Failure>> = match &ended {
+                Ended::Committed => {
+                    for b in &batches {
                         txn.suspects.remove(&tp(b));
-                        Ok(())
                     }
-                    Ended::Failed(f) => {
-                        if set.len() > 1 {
+                    vec![Ok(()); batches.len()]
+                }
+                Ended::Failed(f) => {
+                    if set.len() > 1 {
+                        for b in &batches {
                             txn.suspects.insert(tp(b));
                         }
-                        Err(f.clone())
                     }
-                    Ended::Unknown(f) => {
-                        // Not committed after all: tried again like any failed batch.
-                        txn.unknown.insert(tp(b));
-                        self.settle_unknown(txn, b).unwrap_or_else(|| Err(f.clone()))
+                    vec![Err(f.clone()); batches.len()]
+                }
+                Ended::Unknown(f) => {
+                    for b in &batches {
+                        txn.unknown.insert(tp(b), token.clone());
                     }
-                });
+                    // Not committed after all: tried again like any failed batch.
+                    self.settle(txn, &batches).into_iter().map(|o| o.unwrap_or_else(|| Err(f.clone()))).collect()
+                }
+            };
+            for (&i, a) in set.iter().zip(answers) {
+                outcomes[i] = Some(a);
             }
         }
         outcomes.into_iter().map(|o| o.expect("every batch answered")).collect()
     }
 
-    /// For a partition whose last commit has an unknown outcome: Some(Ok) if it
-    /// did commit (the group's offset reached the batch's end), None if it did
-    /// not (the batch goes in a transaction as usual), Some(Err) while that
-    /// cannot be read yet.
-    fn settle_unknown(&self, txn: &mut Txn, b: &Batch) -> Option<Result<(), Failure>> {
-        if !txn.unknown.contains(&tp(b)) {
-            return None;
+    /// For batches whose partition's last commit has an unknown outcome: Some(Ok)
+    /// if it did commit (the group's offset carries that transaction's token),
+    /// None if it did not (the batch goes in a transaction as usual), Some(Err)
+    /// while that cannot be read yet.
+    fn settle(&self, txn: &mut Txn, batches: &[&Batch]) -> Vec<Option<Result<(), Failure>>> {
+        if batches.is_empty() {
+            return Vec::new();
         }
+        let unreadable = |e: &str| {
+            let message = format!("whether the last transaction of this partition committed is unknown, and the group's offset cannot be read: {e}");
+            Some(Err(Failure::unavailable(Stage::Sink, message)))
+        };
         // A new producer with the same transactional id first completes or
-        // aborts what the lost commit left, so the offset read next is final.
+        // aborts what the lost commit left, so what is read next is final.
         if let Err(f) = ready(&mut txn.producer, &self.config) {
-            return Some(Err(f));
+            return batches.iter().map(|_| Some(Err(f.clone()))).collect();
         }
-        match self.committed(&b.topic, b.partition) {
-            Ok(committed) => {
-                txn.unknown.remove(&tp(b));
-                (committed >= b.next_offset).then_some(Ok(()))
-            }
-            Err(e) => Some(Err(Failure::unavailable(
-                Stage::Sink,
-                format!("whether the last transaction of {}[{}] committed is unknown, and the group's offset cannot be read: {e}", b.topic, b.partition),
-            ))),
-        }
+        let tps: Vec<Tp> = batches.iter().map(|b| tp(b)).collect();
+        let read = match self.committed_metadata(&mut txn.checker, &tps) {
+            Ok(read) => read,
+            Err(e) => return batches.iter().map(|_| unreadable(&e)).collect(),
+        };
+        tps.into_iter()
+            .zip(read)
+            .map(|(tp, metadata)| match metadata {
+                Ok(metadata) => {
+                    let token = txn.unknown.remove(&tp).unwrap_or_default();
+                    (metadata == token.as_bytes()).then_some(Ok(()))
+                }
+                Err(e) => unreadable(&e),
+            })
+            .collect()
     }
 
-    /// The group's committed offset of a partition, stable (read_committed
-    /// waits for open transactions on it to end); -1 when there is none.
-    fn committed(&self, topic: &str, partition: i32) -> Result<i64, String> {
-        let consumer: BaseConsumer = self.checker.create().map_err(|e| e.to_string())?;
+    /// The metadata of the group's committed offsets, stable (read_committed
+    /// waits for open transactions on them to end), per partition in order.
+    fn committed_metadata(&self, checker: &mut Option<BaseConsumer>, tps: &[Tp]) -> Result<Vec<Result<Vec<u8>, String>>, String> {
+        if checker.is_none() {
+            *checker = Some(self.checker.create().map_err(|e| format!("cannot create a consumer to read them: {e}"))?);
+        }
+        let consumer = checker.as_ref().unwrap();
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(topic, partition);
+        for (t, p) in tps {
+            tpl.add_partition(t, *p);
+        }
         let got = consumer.committed_offsets(tpl, TXN_TIMEOUT).map_err(|e| e.to_string())?;
-        let offset = got.find_partition(topic, partition).map(|p| p.offset());
-        Ok(match offset {
-            Some(Offset::Offset(o)) => o,
-            _ => -1,
-        })
+        // Read from librdkafka's list itself: rust-rdkafka's `metadata()` panics on
+        // metadata that is not UTF-8, which another client may have committed.
+        // SAFETY: `got` owns the list and outlives the slices read from it.
+        let elems = unsafe {
+            let list = &*got.ptr();
+            std::slice::from_raw_parts(list.elems, usize::try_from(list.cnt).unwrap_or(0))
+        };
+        Ok(tps
+            .iter()
+            .map(|(t, p)| {
+                let e = elems.iter().find(|e| e.partition == *p && unsafe { std::ffi::CStr::from_ptr(e.topic) }.to_bytes() == t.as_bytes());
+                match e {
+                    None => Err("not in the answer".to_string()),
+                    Some(e) if e.err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => {
+                        Err(unsafe { std::ffi::CStr::from_ptr(rdsys::rd_kafka_err2str(e.err)) }.to_string_lossy().into_owned())
+                    }
+                    Some(e) if e.metadata.is_null() => Ok(Vec::new()),
+                    Some(e) => Ok(unsafe { std::slice::from_raw_parts(e.metadata as *const u8, e.metadata_size) }.to_vec()),
+                }
+            })
+            .collect())
     }
 
-    fn transact(&self, slot: &mut Option<Producer>, group: &[&Batch]) -> Ended {
+    fn transact(&self, slot: &mut Option<Producer>, group: &[&Batch], token: &str) -> Ended {
         let producer = match ready(slot, &self.config) {
             Ok(p) => p,
             Err(f) => return Ended::Failed(f),
         };
         self.eos.opened(group.iter().map(|b| b.records.len()).sum());
-        let outcome = self.attempt(producer, group);
+        let outcome = self.attempt(producer, group, token);
         self.eos.closed(outcome.as_ref().err().map(|e| e.message.as_str()));
         match outcome {
             Ok(()) => Ended::Committed,
@@ -265,7 +316,7 @@ impl Transactions {
     /// One transaction. A step that fails with an error librdkafka calls
     /// retriable (a slow broker, a timeout) is called again, as its docs say
     /// (an abort would be refused then); other errors end the attempt.
-    fn attempt(&self, producer: &Producer, group: &[&Batch]) -> Result<(), TxnError> {
+    fn attempt(&self, producer: &Producer, group: &[&Batch], token: &str) -> Result<(), TxnError> {
         producer.begin_transaction().map_err(TxnError::from)?;
         let mut offsets = TopicPartitionList::new();
         for b in group {
@@ -280,6 +331,10 @@ impl Transactions {
                 crate::engine::dlq::send_when_room(producer, r).map_err(TxnError::from)?;
             }
             offsets.add_partition_offset(&b.topic, b.partition, Offset::Offset(b.next_offset)).map_err(TxnError::from)?;
+            // Which transaction committed this offset (see Txn::unknown).
+            if let Some(mut e) = offsets.find_partition(&b.topic, b.partition) {
+                e.set_metadata(token);
+            }
         }
         with_retries(|| {
             let parts = group.iter().map(|b| (b.topic.as_str(), b.partition, b.epoch));
@@ -304,6 +359,10 @@ impl Transactions {
             loop {
                 std::thread::sleep(Duration::from_secs(1));
             }
+        }
+        if self.failpoints.commit_lost_at == Some(n) {
+            producer.abort_transaction(TXN_TIMEOUT).map_err(TxnError::from)?;
+            return Err(TxnError { kind: TxnErrorKind::Fatal, message: format!("failpoint: commit {n} never arrived"), at_commit: true });
         }
         let mut slow_once = self.failpoints.slow_commit_at == Some(n);
         let committed = with_retries(|| {
