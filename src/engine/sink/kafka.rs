@@ -101,8 +101,10 @@ pub struct Out {
 pub struct KafkaSink {
     target: Arc<KafkaTarget>,
     batch: Vec<Out>,
-    /// Under eos, a batch handed to a transaction that failed: tried again as it was.
-    sealed: Option<Arc<Vec<Out>>>,
+    /// Under eos, a batch handed to a transaction that failed, with the offset it
+    /// committed: tried again as it was, alone, before anything written since
+    /// (its outcome may be unknown, and only the very same batch is settled).
+    sealed: Option<(Arc<Vec<Out>>, i64)>,
     epoch: u64,
 }
 
@@ -153,19 +155,23 @@ impl Sink for KafkaSink {
     fn flush(&mut self, progress: Option<&Progress>) -> Result<(), Failure> {
         match progress.filter(|_| self.target.eos.enabled()) {
             Some(p) => {
-                let mut records = self.sealed.take().map(Arc::unwrap_or_clone).unwrap_or_default();
-                records.append(&mut self.batch);
-                let records = Arc::new(records);
+                if let Some((records, next_offset)) = self.sealed.clone() {
+                    self.transact(records, p, next_offset)?;
+                    self.sealed = None;
+                    if self.batch.is_empty() && p.next_offset == next_offset {
+                        return Ok(());
+                    }
+                }
+                let records = Arc::new(std::mem::take(&mut self.batch));
                 // Kept until it is safely out: a failed flush is tried again with the same batch.
-                self.sealed = Some(records.clone());
-                let (topic, partition, next_offset, epoch) = (p.topic.to_string(), p.partition, p.next_offset, self.epoch);
-                self.target.transactions.commit(Batch { records, topic, partition, next_offset, epoch })?;
+                self.sealed = Some((records.clone(), p.next_offset));
+                self.transact(records, p, p.next_offset)?;
                 self.sealed = None;
             }
             // Each to its own topic: dead letters carried under eos stay dead letters
             // when eos was switched off before the flush.
             None => {
-                if let Some(sealed) = self.sealed.take() {
+                if let Some((sealed, _)) = self.sealed.take() {
                     let mut records = Arc::unwrap_or_clone(sealed);
                     records.append(&mut self.batch);
                     self.batch = records;
@@ -179,5 +185,12 @@ impl Sink for KafkaSink {
             }
         }
         Ok(())
+    }
+}
+
+impl KafkaSink {
+    fn transact(&self, records: Arc<Vec<Out>>, p: &Progress, next_offset: i64) -> Result<(), Failure> {
+        let batch = Batch { records, topic: p.topic.to_string(), partition: p.partition, next_offset, epoch: self.epoch };
+        self.target.transactions.commit(batch)
     }
 }

@@ -71,9 +71,17 @@ struct Txn {
     /// in the group's committed offset metadata says whether it happened, before
     /// their batch may be sent again. (The offset alone cannot: a batch behind a
     /// parked record commits the same offset as the one before it.)
-    unknown: HashMap<Tp, String>,
+    unknown: HashMap<Tp, Unsettled>,
     /// Reads the group's committed offsets (a consumer that never joins).
     checker: Option<BaseConsumer>,
+}
+
+/// A batch whose transaction's outcome is unknown. Only the very same batch
+/// (the sink sends it again as it was) is settled by the token.
+struct Unsettled {
+    token: String,
+    next_offset: i64,
+    epoch: u64,
 }
 
 /// How one transaction ended.
@@ -141,7 +149,8 @@ impl Transactions {
             output: output.to_string(),
             eos: Arc::new(ExactlyOnce::kafka()),
             count: AtomicU32::new(0),
-            nonce: format!("{transactional_id}/{}/{}", std::process::id(), SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos()),
+            // Short: offset metadata is bounded (offset.metadata.max.bytes, 4096 by default).
+            nonce: format!("{}-{}-{:x}", std::process::id(), SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis(), rand::random::<u32>()),
             failpoints: Failpoints::from_env(),
         }
     }
@@ -169,6 +178,9 @@ impl Transactions {
             })
             .collect();
         // A batch whose last commit may have happened is not sent again blindly.
+        // What a former assignment left unsettled is moot: the new owner (this
+        // worker too) started from offsets read once that transaction had ended.
+        txn.unknown.retain(|(t, p), u| self.eos.is_current(t, *p, u.epoch));
         let unsettled: Vec<usize> = (0..group.len()).filter(|&i| outcomes[i].is_none() && txn.unknown.contains_key(&tp(&group[i]))).collect();
         let settled = self.settle(txn, &unsettled.iter().map(|&i| &group[i]).collect::<Vec<_>>());
         for (i, o) in unsettled.into_iter().zip(settled) {
@@ -196,7 +208,7 @@ impl Transactions {
                 }
                 Ended::Unknown(f) => {
                     for b in &batches {
-                        txn.unknown.insert(tp(b), token.clone());
+                        txn.unknown.insert(tp(b), Unsettled { token: token.clone(), next_offset: b.next_offset, epoch: b.epoch });
                     }
                     // Not committed after all: tried again like any failed batch.
                     self.settle(txn, &batches).into_iter().map(|o| o.unwrap_or_else(|| Err(f.clone()))).collect()
@@ -233,11 +245,23 @@ impl Transactions {
         };
         tps.into_iter()
             .zip(read)
-            .map(|(tp, metadata)| match metadata {
-                Ok(metadata) => {
-                    let token = txn.unknown.remove(&tp).unwrap_or_default();
-                    (metadata == token.as_bytes()).then_some(Ok(()))
-                }
+            .zip(batches)
+            .map(|((tp, metadata), b)| match metadata {
+                Ok(metadata) => match txn.unknown.remove(&tp) {
+                    Some(u) if u.next_offset == b.next_offset && u.epoch == b.epoch => {
+                        (metadata == u.token.as_bytes()).then_some(Ok(()))
+                    }
+                    // Not the batch whose outcome was unknown: never settled by its token.
+                    Some(u) => {
+                        let message = format!(
+                            "{}[{}]: a batch to {} came while the one to {} has an unknown outcome",
+                            b.topic, b.partition, b.next_offset, u.next_offset
+                        );
+                        txn.unknown.insert(tp, u);
+                        Some(Err(Failure::unavailable(Stage::Sink, message)))
+                    }
+                    None => None,
+                },
                 Err(e) => unreadable(&e),
             })
             .collect()
@@ -250,6 +274,8 @@ impl Transactions {
             *checker = Some(self.checker.create().map_err(|e| format!("cannot create a consumer to read them: {e}"))?);
         }
         let consumer = checker.as_ref().unwrap();
+        // Its log and error events pile up unless served.
+        while consumer.poll(Duration::ZERO).is_some() {}
         let mut tpl = TopicPartitionList::new();
         for (t, p) in tps {
             tpl.add_partition(t, *p);
