@@ -309,19 +309,25 @@ fn a_commit_that_times_out_is_committed_again_not_aborted() {
     assert!(!log.contains("transaction aborted"), "a retriable commit error is answered with a commit, never an abort");
 }
 
-/// A commit whose answer is lost (the coordinator took it, the reply never
-/// came): the batch must not be sent again in a new transaction. The group's
-/// committed offset says the commit happened.
-#[test]
-fn a_commit_whose_answer_is_lost_is_not_sent_again() {
+/// Runs to the end with `failpoint` making the second transaction's outcome
+/// unknown; every input must be in the output exactly once.
+fn an_unknown_outcome_is_settled(name: &str, failpoint: &str, logged: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (run, out) = setup_kafka("eos-answer-lost", dir.path(), &[]);
-    let mut a = run.spawn_with_env("a", &[("KDECK_FAILPOINT", "commit-answer-lost:2")]);
+    let (run, out) = setup_kafka(name, dir.path(), &[]);
+    let mut a = run.spawn_with_env("a", &[("KDECK_FAILPOINT", failpoint)]);
     assert!(wait_exit(&mut a, Duration::from_secs(120)).success());
     let (counts, _) = output_counts(&out, true);
     assert_exactly_once(&counts);
     let log = std::fs::read_to_string(dir.path().join("kdeck-a.log")).unwrap();
-    assert!(log.contains("the answer to commit 2 was lost"), "the failpoint fired");
+    assert!(log.contains(logged), "the failpoint fired");
+}
+
+/// A commit whose answer is lost (the coordinator took it, the reply never
+/// came): the batch must not be sent again in a new transaction. The token
+/// in the group's committed offset metadata says the commit happened.
+#[test]
+fn a_commit_whose_answer_is_lost_is_not_sent_again() {
+    an_unknown_outcome_is_settled("eos-answer-lost", "commit-answer-lost:2", "the answer to commit 2 was lost");
 }
 
 /// The other unknown outcome: the commit never reached the coordinator. The
@@ -329,14 +335,7 @@ fn a_commit_whose_answer_is_lost_is_not_sent_again() {
 /// batch is sent again: nothing lost.
 #[test]
 fn a_commit_that_never_arrived_is_sent_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let (run, out) = setup_kafka("eos-commit-lost", dir.path(), &[]);
-    let mut a = run.spawn_with_env("a", &[("KDECK_FAILPOINT", "commit-lost:2")]);
-    assert!(wait_exit(&mut a, Duration::from_secs(120)).success());
-    let (counts, _) = output_counts(&out, true);
-    assert_exactly_once(&counts);
-    let log = std::fs::read_to_string(dir.path().join("kdeck-a.log")).unwrap();
-    assert!(log.contains("commit 2 never arrived"), "the failpoint fired");
+    an_unknown_outcome_is_settled("eos-commit-lost", "commit-lost:2", "commit 2 never arrived");
 }
 
 #[test]

@@ -69,7 +69,7 @@ impl KafkaTarget {
     pub fn open(self: &Arc<Self>, topic: &str, partition: i32) -> KafkaSink {
         // The epoch of the assignment this sink works for: once the partition is
         // revoked, its transactions can no longer send offsets.
-        KafkaSink { target: self.clone(), batch: Vec::new(), sealed: None, epoch: self.eos.epoch(topic, partition) }
+        KafkaSink { target: self.clone(), tp: (topic.to_string(), partition), batch: Vec::new(), sealed: None, epoch: self.eos.epoch(topic, partition) }
     }
 
     /// Exactly-once coming on starts the transactional producer at once: its
@@ -100,6 +100,7 @@ pub struct Out {
 
 pub struct KafkaSink {
     target: Arc<KafkaTarget>,
+    tp: (String, i32),
     batch: Vec<Out>,
     /// Under eos, a batch handed to a transaction that failed, with the offset it
     /// committed: tried again as it was, alone, before anything written since
@@ -172,6 +173,8 @@ impl Sink for KafkaSink {
             // when eos was switched off before the flush.
             None => {
                 if let Some((sealed, _)) = self.sealed.take() {
+                    // At least once now: sent plainly, so never settled by a token.
+                    self.target.transactions.forget(&self.tp.0, self.tp.1);
                     let mut records = Arc::unwrap_or_clone(sealed);
                     records.append(&mut self.batch);
                     self.batch = records;

@@ -160,6 +160,12 @@ impl Transactions {
         ready(&mut self.group.state().producer, &self.config).map(|_| ()).map_err(|f| f.message)
     }
 
+    /// A batch whose outcome was unknown went out another way (eos switched
+    /// off): nothing of that partition is settled by its token any more.
+    pub fn forget(&self, topic: &str, partition: i32) {
+        self.group.state().unknown.remove(&(topic.to_string(), partition));
+    }
+
     /// Commits `batch` with its partition's next offset, in a transaction it may
     /// share with other partitions' batches; returns when that transaction has
     /// committed or failed.
