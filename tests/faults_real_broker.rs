@@ -124,10 +124,7 @@ fn records_removed_by_retention_before_they_were_read_are_skipped_and_said() {
 
 #[test]
 fn a_schema_registry_that_times_out_holds_the_partition_and_dead_letters_nothing() {
-    let topic = unique("registry-down");
-    let dlq = format!("{topic}.dlq");
-    create_topic(&topic, 1);
-    create_topic(&dlq, 1);
+    let (topic, dlq) = topic_with_dlq("registry-down");
     // Confluent framing: magic 0, schema id 1, then a JSON value.
     let value = [&[0u8, 0, 0, 0, 1][..], br#"{"n":1}"#].concat();
     produce_raw(&topic, &(0..5).map(|_| (0, None, Some(&value[..]), vec![])).collect::<Vec<_>>());

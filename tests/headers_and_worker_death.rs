@@ -41,10 +41,7 @@ fn produce_with_odd_header(topic: &str, values: &[&str]) {
 
 #[test]
 fn a_header_key_that_is_not_utf8_is_carried_byte_for_byte() {
-    let topic = unique("odd-headers");
-    let dlq = format!("{topic}.dlq");
-    create_topic(&topic, 1);
-    create_topic(&dlq, 1);
+    let (topic, dlq) = topic_with_dlq("odd-headers");
     produce_with_odd_header(&topic, &[r#"{"n":1}"#, "not json", r#"{"n":3}"#]);
     let group = unique("g-odd");
     let dir = tempfile::tempdir().unwrap();

@@ -174,10 +174,7 @@ fn run_with_handler(topic: &str, dlq: &str, dir: &Path, ordering: &str, extra: &
 
 #[test]
 fn transient_failures_are_retried_in_order_and_exhausted_ones_dead_lettered() {
-    let topic = unique("retry");
-    let dlq = format!("{topic}.dlq");
-    create_topic(&topic, 1);
-    create_topic(&dlq, 1);
+    let (topic, dlq) = topic_with_dlq("retry");
     // Key a: record 1 fails twice, then works. Key b never waits for it under key ordering.
     let records: Vec<(&str, String)> = vec![
         ("a", r#"{"n":0}"#.into()),
@@ -230,10 +227,7 @@ fn transient_failures_are_retried_in_order_and_exhausted_ones_dead_lettered() {
 /// dead-lettered), and every good record is handled once.
 #[test]
 fn a_batched_exec_sink_settles_each_record_by_its_own_answer() {
-    let topic = unique("retry-batched");
-    let dlq = format!("{topic}.dlq");
-    create_topic(&topic, 1);
-    create_topic(&dlq, 1);
+    let (topic, dlq) = topic_with_dlq("retry-batched");
     let values =
         [r#"{"n":0}"#, r#"{"n":1,"fail":2}"#, r#"{"n":2}"#, r#"{"n":3}"#, r#"{"n":4}"#, r#"{"n":5,"always":"retry"}"#, r#"{"n":6,"always":"fail"}"#, r#"{"n":7}"#];
     let raw: Vec<_> = values.iter().map(|v| (0, Some(&b"k"[..]), Some(v.as_bytes()), vec![])).collect();

@@ -29,10 +29,7 @@ fn an_exec_sink_that_cannot_start_is_refused_before_any_record_moves() {
 
 #[test]
 fn a_sink_that_goes_down_holds_the_partition_and_dead_letters_nothing() {
-    let topic = unique("exec-down");
-    let dlq = format!("{topic}.dlq");
-    create_topic(&topic, 1);
-    create_topic(&dlq, 1);
+    let (topic, dlq) = topic_with_dlq("exec-down");
     produce_with_kcat(&topic, 20, 50);
     let group = unique("g-exec-down");
     let dir = tempfile::tempdir().unwrap();

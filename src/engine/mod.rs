@@ -317,10 +317,9 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
     Ok(EngineHandle { commands: commands_tx, snapshots: snap_rx, shutdown, thread: Some(thread) })
 }
 
-/// A quarter of the memory budget, but never below `-X message.max.bytes`.
 /// auto.offset.reset (kdeck's default: earliest).
 fn starts_at_log_start(config: &EngineConfig) -> bool {
-    config.property("auto.offset.reset").is_none_or(|v| matches!(v, "earliest" | "smallest" | "beginning"))
+    no_committed_start(config) == Some(rdkafka::Offset::Beginning)
 }
 
 /// Where a partition the group never committed starts, as auto.offset.reset says
@@ -341,6 +340,7 @@ fn held_offsets_wait(config: &EngineConfig) -> Duration {
     Duration::from_millis(poll_interval.saturating_sub(10_000).clamp(1_000, 120_000))
 }
 
+/// A quarter of the memory budget, but never below `-X message.max.bytes`.
 fn fetch_max_bytes(config: &EngineConfig) -> usize {
     let message_max = config.property("message.max.bytes").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
     (config.max_queue_bytes / 4).max(message_max)
@@ -425,7 +425,6 @@ fn poll_loop(
 
         let mut c = core.lock().unwrap();
         c.dispatch(&broker, std::mem::take(&mut batch));
-        c.flush_stashes();
         c.drain_events_and_block(&broker);
         c.collect_commit_outcomes(&broker);
         c.init_partitions();

@@ -30,6 +30,15 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{t}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
 }
 
+/// A new one-partition topic and its dead-letter topic (`<topic>.dlq`).
+pub fn topic_with_dlq(name: &str) -> (String, String) {
+    let topic = unique(name);
+    let dlq = format!("{topic}.dlq");
+    create_topic(&topic, 1);
+    create_topic(&dlq, 1);
+    (topic, dlq)
+}
+
 pub fn create_topic(name: &str, partitions: i32) {
     create_topic_with(name, partitions, &[]);
 }

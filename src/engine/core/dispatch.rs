@@ -6,11 +6,11 @@ use super::*;
 
 impl Core {
 
-    /// Hands polled records to their partitions' workers. Under at-most-once they
-    /// are committed first.
+    /// Hands polled records to their partitions' workers, with what waited for
+    /// room before them. Under at-most-once they are committed first.
     pub fn dispatch(&mut self, broker: &dyn Broker, records: Vec<OwnedMessage>) {
         if records.is_empty() {
-            return;
+            return self.flush_stashes();
         }
         if self.strategy == CommitStrategy::AtMostOnce && self.pending_strategy.is_none() {
             self.commit_received(broker, &records);

@@ -12,10 +12,10 @@ use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
 use serde_json::Value;
 
 use super::eos::ExactlyOnce;
-use super::kafka_txn::{Batch, Transactions};
+use super::kafka_txn::{retry, Batch, Transactions};
 use super::Sink;
 use crate::engine::dlq::Producer;
-use crate::engine::handler::{Failure, Progress, Stage};
+use crate::engine::handler::{Failure, Progress};
 
 /// Where the output goes, shared by the partitions of one instance.
 pub struct KafkaTarget {
@@ -83,10 +83,6 @@ impl KafkaTarget {
             None => Ok(()),
         }));
     }
-}
-
-fn retry(m: String) -> Failure {
-    Failure::retryable(Stage::Sink, m)
 }
 
 #[derive(Clone)]
@@ -193,7 +189,6 @@ impl Sink for KafkaSink {
 
 impl KafkaSink {
     fn transact(&self, records: Arc<Vec<Out>>, p: &Progress, next_offset: i64) -> Result<(), Failure> {
-        let batch = Batch { records, topic: p.topic.to_string(), partition: p.partition, next_offset, epoch: self.epoch };
-        self.target.transactions.commit(batch)
+        self.target.transactions.commit(Batch::new(records, p.topic, p.partition, next_offset, self.epoch))
     }
 }

@@ -10,7 +10,6 @@
 //! new one, so nothing of a failed attempt is ever visible to a
 //! `read_committed` reader.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -39,6 +38,15 @@ pub struct Batch {
     pub next_offset: i64,
     /// The assignment epoch the worker began in (see `ExactlyOnce::epoch`).
     pub epoch: u64,
+    /// About what the records take (a run's budget counts it).
+    bytes: usize,
+}
+
+impl Batch {
+    pub fn new(records: Arc<Vec<Out>>, topic: &str, partition: i32, next_offset: i64, epoch: u64) -> Batch {
+        let bytes = records.iter().map(|o| 64 + o.key.as_ref().map_or(0, Vec::len) + o.value.as_ref().map_or(0, Vec::len)).sum();
+        Batch { records, topic: topic.to_string(), partition, next_offset, epoch, bytes }
+    }
 }
 
 pub struct Transactions {
@@ -51,7 +59,6 @@ pub struct Transactions {
     /// The output topic (a dead letter carried in a batch names its own).
     output: String,
     pub eos: Arc<ExactlyOnce>,
-    count: AtomicU32,
     /// Tells this process's transactions from any other's in offset metadata.
     nonce: String,
     failpoints: Failpoints,
@@ -62,6 +69,8 @@ type Tp = (String, i32);
 #[derive(Default)]
 struct Txn {
     producer: Option<Producer>,
+    /// Transactions begun (failpoints count them; tokens carry the number).
+    count: u32,
     /// Partitions whose last transaction failed beside others': each goes alone
     /// until it commits, so a batch that can never be written (a record too
     /// large for the output topic) does not abort the others' again and again.
@@ -97,7 +106,7 @@ enum Ended {
 const RUN_BUDGET_BYTES: usize = 32 << 20;
 
 fn weight(b: &Batch) -> usize {
-    b.records.iter().map(|o| 64 + o.key.as_ref().map_or(0, Vec::len) + o.value.as_ref().map_or(0, Vec::len)).sum()
+    b.bytes
 }
 
 /// Test failpoints (`KDECK_FAILPOINT=NAME:N`), each about the N-th transaction.
@@ -148,7 +157,6 @@ impl Transactions {
             checker,
             output: output.to_string(),
             eos: Arc::new(ExactlyOnce::kafka()),
-            count: AtomicU32::new(0),
             // Short: offset metadata is bounded (offset.metadata.max.bytes, 4096 by default).
             nonce: format!("{}-{}-{:x}", std::process::id(), SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis(), rand::random::<u32>()),
             failpoints: Failpoints::from_env(),
@@ -195,8 +203,9 @@ impl Transactions {
         let open: Vec<usize> = (0..group.len()).filter(|&i| outcomes[i].is_none()).collect();
         for set in plan(open, |i| txn.suspects.contains(&tp(&group[i]))) {
             let batches: Vec<&Batch> = set.iter().map(|&i| &group[i]).collect();
-            let token = format!("kdeck-txn/{}/{}", self.nonce, self.count.load(Ordering::SeqCst) + 1);
-            let ended = self.transact(&mut txn.producer, &batches, &token);
+            txn.count += 1;
+            let token = format!("kdeck-txn/{}/{}", self.nonce, txn.count);
+            let ended = self.transact(&mut txn.producer, &batches, txn.count, &token);
             let answers: Vec<Result<(), Failure>> = match &ended {
                 Ended::Committed => {
                     for b in &batches {
@@ -310,13 +319,13 @@ impl Transactions {
             .collect())
     }
 
-    fn transact(&self, slot: &mut Option<Producer>, group: &[&Batch], token: &str) -> Ended {
+    fn transact(&self, slot: &mut Option<Producer>, group: &[&Batch], n: u32, token: &str) -> Ended {
         let producer = match ready(slot, &self.config) {
             Ok(p) => p,
             Err(f) => return Ended::Failed(f),
         };
         self.eos.opened(group.iter().map(|b| b.records.len()).sum());
-        let outcome = self.attempt(producer, group, token);
+        let outcome = self.attempt(producer, group, n, token);
         self.eos.closed(outcome.as_ref().err().map(|e| e.message.as_str()));
         match outcome {
             Ok(()) => Ended::Committed,
@@ -348,7 +357,7 @@ impl Transactions {
     /// One transaction. A step that fails with an error librdkafka calls
     /// retriable (a slow broker, a timeout) is called again, as its docs say
     /// (an abort would be refused then); other errors end the attempt.
-    fn attempt(&self, producer: &Producer, group: &[&Batch], token: &str) -> Result<(), TxnError> {
+    fn attempt(&self, producer: &Producer, group: &[&Batch], n: u32, token: &str) -> Result<(), TxnError> {
         producer.begin_transaction().map_err(TxnError::from)?;
         let mut offsets = TopicPartitionList::new();
         for b in group {
@@ -379,7 +388,6 @@ impl Transactions {
                 Err(TxnError { kind: TxnErrorKind::Abortable, message: message.into(), at_commit: false })
             })
         })?;
-        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
         if self.failpoints.abort_at == Some(n) {
             // The worst case: the records are in the log when the abort comes (an
             // abort purges what the producer has not sent yet).
@@ -506,7 +514,7 @@ fn tp(b: &Batch) -> Tp {
     (b.topic.clone(), b.partition)
 }
 
-fn retry(m: String) -> Failure {
+pub(super) fn retry(m: String) -> Failure {
     Failure::retryable(Stage::Sink, m)
 }
 
