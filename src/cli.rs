@@ -22,6 +22,47 @@ pub enum Command {
     Audit(AuditArgs),
     /// Inspect and redrive a dead-letter topic (kdeck's, Spring's, Karafka's or Connect's).
     Dlq(DlqArgs),
+    /// Lag in records and in time, and a verdict, for consumer groups kdeck does not join;
+    /// exits 0 OK, 1 WARN, 2 STALL/STOP/REWIND, 3 unknown or an error.
+    Lag(LagArgs),
+}
+
+/// Which groups to watch and how to judge them (`kdeck lag`).
+#[derive(Debug, Args, Clone)]
+pub struct MonitorArgs {
+    /// Bootstrap brokers, e.g. 127.0.0.1:9092.
+    #[arg(short = 'b', long, env = "KDECK_BROKERS")]
+    pub brokers: String,
+    /// Consumer groups (comma-separated, or repeat the option).
+    #[arg(short = 'G', long = "group", value_delimiter = ',', required_unless_present = "all")]
+    pub groups: Vec<String>,
+    /// Every consumer group of the cluster.
+    #[arg(long, conflicts_with = "groups")]
+    pub all: bool,
+    /// Any librdkafka property, e.g. -X security.protocol=SASL_SSL (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    pub properties: Vec<String>,
+    /// Commits a partition's verdict looks at (Burrow's window).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    pub window: u32,
+    /// How far back the group's commits are read from __consumer_offsets at start.
+    #[arg(long, default_value = "10m")]
+    pub lookback: String,
+    /// A partition behind with no commit for this long (or the window's span, if longer) is STOP.
+    #[arg(long, default_value = "1m")]
+    pub stop_after: String,
+    /// Bound on each request to the cluster.
+    #[arg(long, default_value = "10s")]
+    pub connect_timeout: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LagArgs {
+    #[command(flatten)]
+    pub monitor: MonitorArgs,
+    /// One JSON document instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone)]

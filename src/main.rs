@@ -5,13 +5,16 @@ use std::sync::Arc;
 use clap::Parser;
 use kdeck::cli::{Cli, Command};
 use kdeck::engine::pipeline::Pipeline;
-use kdeck::{config, demo, engine, headless, logging, tools, tui};
+use kdeck::{config, demo, engine, headless, lag, logging, tools, tui};
 
 fn main() -> ExitCode {
     return_large_buffers_to_the_system();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("kdeck: {e:#}");
             ExitCode::FAILURE
@@ -19,8 +22,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let done = match cli.command {
         Command::Run(args) => {
             let cfg = config::resolve(&args)?;
             let (_guard, log) = logging::init(cfg.log_file.as_deref())?;
@@ -39,11 +42,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(args) => tools::audit(&args),
         Command::Dlq(args) => tools::dlq(&args),
+        // Its own exit status by verdict, errors included.
+        Command::Lag(args) => return Ok(lag::run(&args)),
         Command::Demo(args) => {
             let (_guard, log) = logging::init(args.output.log_file.as_deref())?;
             eprintln!("kdeck: logging to {}", log.display());
             demo::run(&args, on_signals_shut_down)
         }
+    };
+    done.map(|()| ExitCode::SUCCESS)
+}
+
+/// clap's usage errors exit 2, which `kdeck lag` gives to an error verdict:
+/// for `lag` a bad command line is "unknown" (3) instead.
+fn usage_error(e: clap::Error) -> ExitCode {
+    let _ = e.print();
+    match e.kind() {
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+        _ if std::env::args().nth(1).as_deref() == Some("lag") => ExitCode::from(3),
+        _ => ExitCode::from(2),
     }
 }
 

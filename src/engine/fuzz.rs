@@ -1,7 +1,8 @@
 //! Everything that reads bytes from the wire, fed arbitrary bytes: the
 //! decoders (JSON, Avro, Protobuf, Confluent framing), schema-registry
 //! answers, the four dead-letter header conventions, raw headers and the exec
-//! protocol. Each must answer with a value or a failure, never panic.
+//! protocol, and `__consumer_offsets` records. Each must answer with a value or
+//! a failure, never panic.
 //!
 //! CI runs proptest's default case count; `scripts/fuzz` runs a million of each
 //! (`PROPTEST_CASES`).
@@ -97,5 +98,16 @@ proptest! {
     #[test]
     fn exec_answers_never_panic(answer in "\\PC{0,100}") {
         let _ = super::sink::parse_exec_answer(&answer);
+    }
+
+    #[test]
+    fn offsets_topic_records_never_panic(
+        key_version in 0i16..4, key in proptest::collection::vec(any::<u8>(), 0..64),
+        value_version in 0i16..6, value in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)))
+    {
+        let key = [&key_version.to_be_bytes()[..], &key].concat();
+        let value = value.map(|v| [&value_version.to_be_bytes()[..], &v].concat());
+        let _ = crate::monitor::offsets_topic::parse(Some(&key), value.as_deref());
+        let _ = crate::monitor::offsets_topic::parse(None, value.as_deref());
     }
 }

@@ -1,0 +1,379 @@
+//! Watching consumer groups from outside: never joining them, never
+//! committing. Each `sample` reads the group's description, its committed
+//! offsets, the partitions' ends, the commits written since the last sample
+//! (from `__consumer_offsets`), and the age of the oldest record not yet
+//! committed, and judges each partition (`verdict`).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+
+use super::admin::{self, GroupDescription};
+use super::offsets_topic::{Entry, OffsetsLog, OFFSETS_TOPIC};
+use super::verdict::{self, Commit, Now, Verdict};
+
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub brokers: String,
+    pub properties: Vec<(String, String)>,
+    /// The groups to watch; empty with `all`.
+    pub groups: Vec<String>,
+    pub all: bool,
+    /// Commits a partition's verdict looks at (Burrow's window).
+    pub window: usize,
+    /// How far back the commit log is read at start.
+    pub lookback: Duration,
+    /// The least time without a commit, while behind, that counts as STOP.
+    pub stop_after: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupReport {
+    #[serde(flatten)]
+    pub description: GroupDescription,
+    pub partitions: Vec<PartitionReport>,
+    /// The worst of the partitions' verdicts; None when none could be judged.
+    pub verdict: Option<Verdict>,
+    /// Where the commit history comes from, or why it is missing.
+    pub history: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionReport {
+    pub topic: String,
+    pub partition: i32,
+    pub committed: Option<i64>,
+    pub end: Option<i64>,
+    pub lag: Option<i64>,
+    /// Now less the timestamp of the oldest record not yet committed; 0 caught up.
+    pub lag_ms: Option<i64>,
+    /// Offsets committed per second over the window.
+    pub commit_rate: Option<f64>,
+    pub last_commit_ms: Option<i64>,
+    pub verdict: Option<Verdict>,
+    /// client id @ host of the member it is assigned to.
+    pub member: Option<String>,
+}
+
+type Key = (String, String, i32);
+
+pub struct Observer {
+    options: Options,
+    client: BaseConsumer,
+    log: Result<OffsetsLog, String>,
+    peek: BaseConsumer,
+    /// The last commits of each (group, topic, partition), oldest first.
+    history: HashMap<Key, VecDeque<Commit>>,
+    /// Committed offsets seen at the last sample (the history when the log is unreadable).
+    last_committed: HashMap<Key, i64>,
+    /// (topic, partition) → (committed offset, that record's timestamp).
+    record_times: HashMap<(String, i32), (i64, Option<i64>)>,
+    seen_since_ms: i64,
+}
+
+impl Observer {
+    pub fn new(options: Options) -> Result<Observer, String> {
+        let client = consumer(&options, "kdeck-monitor", &[])?;
+        let md = client.fetch_metadata(Some(OFFSETS_TOPIC), options.timeout).map_err(|e| {
+            format!(
+                "cannot reach Kafka at {} within {} ({e}); check --brokers and that the cluster is up",
+                options.brokers,
+                humantime::format_duration(options.timeout)
+            )
+        })?;
+        // One record per partition is wanted: small fetches, no prefetching.
+        let peek = consumer(
+            &options,
+            "kdeck-monitor-peek",
+            &[("auto.offset.reset", "earliest"), ("max.partition.fetch.bytes", "65536"), ("queued.max.messages.kbytes", "1024")],
+        )?;
+        let offsets_partitions = md.topics().first().filter(|t| t.error().is_none()).map_or(0, |t| t.partitions().len() as i32);
+        let started = now_ms();
+        let log = OffsetsLog::open(&options, offsets_partitions, started);
+        let seen_since_ms = if log.is_ok() { started - options.lookback.as_millis() as i64 } else { started };
+        let mut observer =
+            Observer { options, client, log, peek, history: HashMap::new(), last_committed: HashMap::new(), record_times: HashMap::new(), seen_since_ms };
+        observer.backfill();
+        Ok(observer)
+    }
+
+    /// The groups this observer watches now (with `all`, listed anew).
+    pub fn groups(&self) -> Result<Vec<String>, String> {
+        if !self.options.all {
+            return Ok(self.options.groups.clone());
+        }
+        Ok(admin::list_groups(&self.client, self.options.timeout)?.into_iter().map(|g| g.group).collect())
+    }
+
+    pub fn sample(&mut self) -> Result<Vec<GroupReport>, String> {
+        let groups = self.groups()?;
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let descriptions = admin::describe_groups(&self.client, &groups, self.options.timeout)?;
+        let mut groups = Vec::new();
+        for d in descriptions {
+            let committed = admin::committed_offsets(&self.client, &d.group, self.options.timeout)?;
+            groups.push((d, committed));
+        }
+        let mut ends: HashMap<(String, i32), Option<i64>> = HashMap::new();
+        for (d, committed) in &groups {
+            let assigned = d.members.iter().flat_map(|m| m.partitions.iter().cloned());
+            for tp in committed.iter().map(|c| (c.topic.clone(), c.partition)).chain(assigned) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = ends.entry(tp) {
+                    let (topic, partition) = slot.key();
+                    let end = self.client.fetch_watermarks(topic, *partition, self.options.timeout).ok().map(|(_, hi)| hi);
+                    slot.insert(end);
+                }
+            }
+        }
+        self.read_log(&ends);
+        let mut reports: Vec<GroupReport> = groups.into_iter().map(|(d, committed)| self.report(d, &committed, &ends, now)).collect();
+        self.fill_lag_times(&mut reports, now);
+        Ok(reports)
+    }
+
+    fn report(&mut self, d: GroupDescription, committed: &[admin::Committed], ends: &HashMap<(String, i32), Option<i64>>, now: i64) -> GroupReport {
+        let members: HashMap<(String, i32), String> = d
+            .members
+            .iter()
+            .flat_map(|m| m.partitions.iter().map(move |tp| (tp.clone(), format!("{}@{}", m.client_id, m.host))))
+            .collect();
+        let mut offsets: Vec<((String, i32), Option<i64>)> = committed.iter().map(|c| ((c.topic.clone(), c.partition), c.offset)).collect();
+        for tp in members.keys() {
+            if !offsets.iter().any(|(k, _)| k == tp) {
+                offsets.push((tp.clone(), None));
+            }
+        }
+        offsets.sort();
+        let mut partitions = Vec::new();
+        for ((topic, partition), offset) in offsets {
+            let key = (d.group.clone(), topic.clone(), partition);
+            let end = ends.get(&(topic.clone(), partition)).copied().flatten();
+            let lag = offset.zip(end).map(|(o, e)| (e - o).max(0));
+            if self.log.is_err() {
+                self.commit_seen_by_polling(&key, offset, lag, now);
+            }
+            let window: Vec<Commit> = self.history.get(&key).map(|h| h.iter().copied().collect()).unwrap_or_default();
+            let at = Now { at_ms: now, lag, seen_since_ms: self.seen_since_ms, min_span_ms: self.options.stop_after.as_millis() as i64 };
+            partitions.push(PartitionReport {
+                member: members.get(&(topic.clone(), partition)).cloned(),
+                topic,
+                partition,
+                committed: offset,
+                end,
+                lag,
+                lag_ms: None,
+                commit_rate: rate(&window),
+                last_commit_ms: window.last().map(|c| c.at_ms),
+                verdict: verdict::evaluate(&window, at),
+            });
+        }
+        GroupReport {
+            verdict: verdict::worst(partitions.iter().map(|p| p.verdict)),
+            history: match &self.log {
+                Ok(_) => format!("{OFFSETS_TOPIC}, from {} before start", humantime::format_duration(self.options.lookback)),
+                Err(why) => format!("committed offsets polled ({why}): STALL cannot be told from STOP"),
+            },
+            description: d,
+            partitions,
+        }
+    }
+
+    /// Without the commit log, a change of the committed offset is the only
+    /// commit that can be seen.
+    fn commit_seen_by_polling(&mut self, key: &Key, offset: Option<i64>, lag: Option<i64>, now: i64) {
+        let Some(offset) = offset else { return };
+        let before = self.last_committed.insert(key.clone(), offset);
+        if before.is_some_and(|b| b != offset) {
+            push(self.history.entry(key.clone()).or_default(), Commit { offset, at_ms: now, lag }, self.options.window);
+        }
+    }
+
+    /// Reads the commits written since the last read into the history; a
+    /// commit's lag is the partition's end now less its offset. A log that
+    /// turns unreadable (say, access to it revoked) is given up for polling.
+    fn read_log(&mut self, ends: &HashMap<(String, i32), Option<i64>>) {
+        let Ok(log) = &mut self.log else { return };
+        match log.drain(false) {
+            Ok((entries, _)) => {
+                for entry in entries {
+                    self.record(entry, |topic, partition, offset| ends.get(&(topic.to_string(), partition)).copied().flatten().map(|e| (e - offset).max(0)));
+                }
+            }
+            Err(why) => {
+                self.log = Err(why);
+                self.history.clear();
+                self.seen_since_ms = now_ms();
+            }
+        }
+    }
+
+    fn record(&mut self, entry: Entry, lag: impl Fn(&str, i32, i64) -> Option<i64>) {
+        let watched = |group: &String| self.options.all || self.options.groups.contains(group);
+        match entry {
+            Entry::Commit { group, topic, partition, offset, at_ms } if watched(&group) => {
+                let commit = Commit { offset, at_ms, lag: lag(&topic, partition, offset) };
+                push(self.history.entry((group, topic, partition)).or_default(), commit, self.options.window);
+            }
+            Entry::Deleted { group, topic, partition } => {
+                self.history.remove(&(group, topic, partition));
+            }
+            _ => {}
+        }
+    }
+
+    /// The commit log from `lookback` ago up to its end at start.
+    fn backfill(&mut self) {
+        let Ok(log) = &mut self.log else { return };
+        match log.drain(true) {
+            Ok((entries, complete)) => {
+                for entry in entries {
+                    self.record(entry, |_, _, _| None);
+                }
+                if !complete {
+                    // Commits not read yet must not look like no commits: a
+                    // partition is not STOP for what was not read.
+                    self.seen_since_ms = now_ms();
+                }
+                self.lags_at_past_commits();
+            }
+            Err(why) => {
+                self.log = Err(why);
+                self.seen_since_ms = now_ms();
+            }
+        }
+    }
+
+    /// The lag at a commit read from the past: the partition's end at that
+    /// time, as Kafka resolves a time to an offset (the first record at or
+    /// after it; the end now if there is none), less the committed offset. One
+    /// ListOffsets per round, one commit time per partition in each.
+    fn lags_at_past_commits(&mut self) {
+        let mut tried = std::collections::HashSet::new();
+        loop {
+            let mut asked: HashMap<(String, i32), i64> = HashMap::new();
+            for ((_, topic, partition), commits) in &self.history {
+                for c in commits.iter().filter(|c| c.lag.is_none()) {
+                    let tp = (topic.clone(), *partition);
+                    if !asked.contains_key(&tp) && tried.insert((tp.clone(), c.at_ms)) {
+                        asked.insert(tp, c.at_ms);
+                    }
+                }
+            }
+            if asked.is_empty() {
+                return;
+            }
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, partition), at) in &asked {
+                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*at));
+            }
+            let Ok(found) = self.client.offsets_for_times(tpl, self.options.timeout) else { return };
+            let mut ends_then = HashMap::new();
+            for e in found.elements() {
+                let end = match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    Offset::End => self.client.fetch_watermarks(e.topic(), e.partition(), self.options.timeout).ok().map(|(_, hi)| hi),
+                    _ => None,
+                };
+                ends_then.insert((e.topic().to_string(), e.partition()), end);
+            }
+            for ((_, topic, partition), commits) in &mut self.history {
+                let tp = (topic.clone(), *partition);
+                let (Some(at), Some(Some(end))) = (asked.get(&tp), ends_then.get(&tp)) else { continue };
+                for c in commits.iter_mut().filter(|c| c.lag.is_none() && c.at_ms == *at) {
+                    c.lag = Some((end - c.offset).max(0));
+                }
+            }
+        }
+    }
+
+    /// Lag in time: the record at each lagging partition's committed offset
+    /// is read once (per committed offset) for its timestamp.
+    fn fill_lag_times(&mut self, reports: &mut [GroupReport], now: i64) {
+        let mut wanted = TopicPartitionList::new();
+        for p in reports.iter().flat_map(|r| &r.partitions) {
+            if let (Some(o), Some(lag)) = (p.committed, p.lag) {
+                let cached = self.record_times.get(&(p.topic.clone(), p.partition)).is_some_and(|(at, _)| *at == o);
+                if lag > 0 && !cached && wanted.find_partition(&p.topic, p.partition).is_none() {
+                    let _ = wanted.add_partition_offset(&p.topic, p.partition, Offset::Offset(o));
+                }
+            }
+        }
+        if wanted.count() > 0 && self.peek.assign(&wanted).is_ok() {
+            let mut missing: Vec<(String, i32, i64)> = wanted
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some((e.topic().to_string(), e.partition(), o)),
+                    _ => None,
+                })
+                .collect();
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while !missing.is_empty() && std::time::Instant::now() < deadline {
+                let Some(Ok(m)) = self.peek.poll(Duration::from_millis(100)) else { continue };
+                if let Some(i) = missing.iter().position(|(t, p, o)| t == m.topic() && *p == m.partition() && m.offset() >= *o) {
+                    let (t, p, o) = missing.swap_remove(i);
+                    self.record_times.insert((t, p), (o, m.timestamp().to_millis().filter(|ts| *ts >= 0)));
+                }
+            }
+            let _ = self.peek.unassign();
+        }
+        for p in reports.iter_mut().flat_map(|r| r.partitions.iter_mut()) {
+            p.lag_ms = match (p.lag, p.committed) {
+                (Some(0), _) => Some(0),
+                (Some(_), Some(o)) => match self.record_times.get(&(p.topic.clone(), p.partition)) {
+                    Some((at, Some(ts))) if *at == o => Some((now - ts).max(0)),
+                    _ => None,
+                },
+                _ => None,
+            };
+        }
+    }
+}
+
+fn push(history: &mut VecDeque<Commit>, commit: Commit, window: usize) {
+    history.push_back(commit);
+    while history.len() > window.max(1) {
+        history.pop_front();
+    }
+}
+
+/// Offsets committed per second from the window's first commit to its last;
+/// unknown over a rewind (no rate describes it).
+fn rate(window: &[Commit]) -> Option<f64> {
+    let (first, last) = (window.first()?, window.last()?);
+    let span = last.at_ms - first.at_ms;
+    let rewound = window.windows(2).any(|w| w[1].offset < w[0].offset);
+    (span > 0 && !rewound).then(|| (last.offset - first.offset) as f64 * 1000.0 / span as f64)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64
+}
+
+/// A client that never joins a group and never commits (`group.id` only
+/// because librdkafka's consumer wants one for assign).
+pub(super) fn consumer(options: &Options, group: &str, extra: &[(&str, &str)]) -> Result<BaseConsumer, String> {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &options.brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    for (k, v) in &options.properties {
+        cc.set(k, v);
+    }
+    for (k, v) in extra {
+        cc.set(*k, *v);
+    }
+    cc.create().map_err(|e| format!("cannot create a Kafka client: {e}"))
+}

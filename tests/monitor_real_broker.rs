@@ -1,0 +1,263 @@
+//! `kdeck lag` against the real broker: groups kdeck does not join, their lag
+//! in records and in time, a verdict per Burrow rule from the commits in
+//! `__consumer_offsets`, members of classic and KIP-848 groups, and the exit
+//! status scripts read.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// `n` records into partition `partition`, each with timestamp `ts_ms` (now if None).
+fn produce(topic: &str, partition: i32, n: usize, ts_ms: Option<i64>) {
+    let p: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers()).set("acks", "all").create().unwrap();
+    for i in 0..n {
+        let value = format!("{{\"n\":{i}}}");
+        let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(partition).payload(value.as_bytes());
+        if let Some(ts) = ts_ms {
+            r = r.timestamp(ts);
+        }
+        p.send(r).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// Commits `offset` for `group` as a plain client does (assign and commit,
+/// no membership): the group stays Empty.
+fn commit(group: &str, topic: &str, partition: i32, offset: i64) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset)).unwrap();
+    c.commit(&tpl, CommitMode::Sync).unwrap();
+}
+
+/// `kdeck lag --json` for these groups: its exit status and the report.
+fn lag(groups: &[&str], extra: &[&str]) -> (i32, Value) {
+    try_lag(groups, extra).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// As `lag`, or what it printed instead of a report (a group not there yet).
+fn try_lag(groups: &[&str], extra: &[&str]) -> Result<(i32, Value), String> {
+    let out = kdeck().args(["lag", "--json", "-b", &brokers(), "-G", &groups.join(",")]).args(extra).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = serde_json::from_str(&stdout)
+        .map_err(|e| format!("kdeck lag printed no JSON ({e}): {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr)))?;
+    Ok((out.status.code().unwrap(), report))
+}
+
+fn group<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["groups"].as_array().unwrap().iter().find(|g| g["group"] == name).unwrap_or_else(|| panic!("{name} not in {report}"))
+}
+
+fn partition(report: &Value, name: &str, p: i64) -> Value {
+    group(report, name)["partitions"].as_array().unwrap().iter().find(|x| x["partition"] == p).cloned().unwrap()
+}
+
+#[test]
+fn a_lagging_partition_shows_its_lag_in_records_and_in_time() {
+    let topic = unique("mon-time");
+    create_topic(&topic, 2);
+    let two_minutes_ago = now_ms() - 120_000;
+    produce(&topic, 0, 10, Some(two_minutes_ago));
+    produce(&topic, 0, 10, None);
+    produce(&topic, 1, 5, None);
+    let g = unique("mon-time-g");
+    commit(&g, &topic, 0, 5);
+    commit(&g, &topic, 1, 5);
+
+    let (status, report) = lag(&[&g], &[]);
+    let p0 = partition(&report, &g, 0);
+    assert_eq!((p0["committed"].as_i64(), p0["end"].as_i64(), p0["lag"].as_i64()), (Some(5), Some(20), Some(15)), "{p0}");
+    let behind = p0["lag_ms"].as_i64().unwrap();
+    assert!((120_000..180_000).contains(&behind), "the record at the committed offset is two minutes old: {behind} ms");
+    let p1 = partition(&report, &g, 1);
+    assert_eq!((p1["lag"].as_i64(), p1["lag_ms"].as_i64()), (Some(0), Some(0)), "{p1}");
+    assert_eq!(group(&report, &g)["state"], "Empty");
+    assert_eq!(group(&report, &g)["verdict"], "OK", "one recent commit while behind is not a problem yet: {report}");
+    assert_eq!(status, 0);
+}
+
+#[test]
+fn each_burrow_rule_gives_its_verdict_and_exit_status() {
+    let topic = |name: &str, n: usize| {
+        let t = unique(name);
+        create_topic(&t, 1);
+        produce(&t, 0, n, None);
+        t
+    };
+    // OK: caught up.
+    let (ok_t, ok) = (topic("mon-ok", 20), unique("mon-ok-g"));
+    commit(&ok, &ok_t, 0, 10);
+    commit(&ok, &ok_t, 0, 20);
+    // STALL: the same offset committed again and again while behind.
+    let (stall_t, stall) = (topic("mon-stall", 20), unique("mon-stall-g"));
+    for _ in 0..3 {
+        commit(&stall, &stall_t, 0, 5);
+    }
+    // REWIND: the committed offset went backwards.
+    let (rewind_t, rewind) = (topic("mon-rewind", 20), unique("mon-rewind-g"));
+    commit(&rewind, &rewind_t, 0, 15);
+    commit(&rewind, &rewind_t, 0, 5);
+    // WARN: committing, but the end runs away faster (lag 8, 16, 24).
+    let (warn_t, warn) = (topic("mon-warn", 10), unique("mon-warn-g"));
+    commit(&warn, &warn_t, 0, 2);
+    produce(&warn_t, 0, 10, None);
+    commit(&warn, &warn_t, 0, 4);
+    produce(&warn_t, 0, 10, None);
+    commit(&warn, &warn_t, 0, 6);
+
+    let (status, report) = lag(&[&ok, &stall, &rewind, &warn], &[]);
+    let verdicts: Vec<(&str, &Value)> = [("OK", &ok), ("STALL", &stall), ("REWIND", &rewind), ("WARN", &warn)]
+        .iter()
+        .map(|(want, g)| (*want, &group(&report, g)["verdict"]))
+        .collect();
+    for (want, got) in &verdicts {
+        assert_eq!(*got, want, "{verdicts:?}\n{report}");
+    }
+    assert_eq!(status, 2, "the worst group is an error");
+    assert_eq!(lag(&[&warn], &[]).0, 1);
+    assert_eq!(lag(&[&ok], &[]).0, 0);
+    assert_eq!(partition(&report, &warn, 0)["lag"].as_i64(), Some(24));
+}
+
+#[test]
+fn a_partition_behind_that_stops_committing_is_stop() {
+    let t = unique("mon-stop");
+    create_topic(&t, 1);
+    produce(&t, 0, 20, None);
+    let g = unique("mon-stop-g");
+    commit(&g, &t, 0, 5);
+    commit(&g, &t, 0, 8);
+    let started = std::time::Instant::now();
+    let mut last = Value::Null;
+    wait_for("STOP", Duration::from_secs(30), || {
+        let (status, report) = lag(&[&g], &["--stop-after", "2s"]);
+        last = report;
+        group(&last, &g)["verdict"] == "STOP" && status == 2
+    });
+    assert!(started.elapsed() >= Duration::from_secs(2), "STOP before --stop-after passed: {last}");
+}
+
+/// A member of a KIP-848 ("consumer" protocol) group, polling in a thread until dropped.
+struct Kip848Member {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Kip848Member {
+    fn join(group: &str, topic: &str) -> Kip848Member {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", group)
+            .set("group.protocol", "consumer")
+            .set("client.id", "kip848-member")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        c.subscribe(&[topic]).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = c.poll(Duration::from_millis(100));
+            }
+            c.unsubscribe();
+        });
+        Kip848Member { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Kip848Member {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn members_of_classic_kip848_and_kdeck_groups_are_shown_without_joining() {
+    let topic = unique("mon-members");
+    create_topic(&topic, 3);
+    produce_with_kcat(&topic, 30, 50);
+    let (classic, kip848, ours) = (unique("mon-kcat"), unique("mon-848"), unique("mon-kdeck"));
+    let _kcat = Killed(
+        Command::new("kcat")
+            .args(["-b", &brokers(), "-G", &classic, &topic, "-q", "-X", "client.id=kcat-member"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _member = Kip848Member::join(&kip848, &topic);
+    let dir = tempfile::tempdir().unwrap();
+    let _kdeck = Killed(spawn_run(&ours, &topic, &dir.path().join("out.jsonl"), &["-X", "client.id=kdeck-member"]));
+
+    let mut last = Value::Null;
+    wait_for("three Stable groups with their members", Duration::from_secs(60), || {
+        let Ok((_, report)) = try_lag(&[&classic, &kip848, &ours], &[]) else { return false };
+        last = report;
+        [&classic, &kip848, &ours].iter().all(|g| {
+            let g = group(&last, g);
+            let assigned: usize = g["members"].as_array().map_or(0, |m| m.iter().map(|m| m["partitions"].as_array().unwrap().len()).sum());
+            g["state"] == "Stable" && assigned == 3
+        })
+    });
+    assert_eq!(group(&last, &classic)["protocol"], "classic", "{last}");
+    assert_eq!(group(&last, &kip848)["protocol"], "consumer", "{last}");
+    assert_eq!(group(&last, &ours)["protocol"], "classic", "{last}");
+    for (g, client) in [(&classic, "kcat-member"), (&kip848, "kip848-member"), (&ours, "kdeck-member")] {
+        let members = group(&last, g)["members"].as_array().unwrap().clone();
+        assert_eq!(members.len(), 1, "{last}");
+        assert_eq!(members[0]["client_id"], client, "{last}");
+        assert!(!members[0]["member_id"].as_str().unwrap().is_empty());
+    }
+    // Watching joined nothing: each group still has its one member.
+    let again = lag(&[&classic, &kip848, &ours], &[]).1;
+    for g in [&classic, &kip848, &ours] {
+        assert_eq!(group(&again, g)["members"].as_array().unwrap().len(), 1, "{again}");
+    }
+}
+
+#[test]
+fn an_unknown_group_or_bad_input_exits_3_with_one_sentence() {
+    let out = kdeck().args(["lag", "-b", &brokers(), "-G", &unique("mon-nosuch")]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not exist"), "{err}");
+    let out = kdeck().args(["lag", "-b", &brokers(), "-G", "g", "--lookback", "soon"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--lookback `soon` is not a duration"));
+    let out = kdeck().args(["lag", "-b", &brokers(), "-G", "g", "--window", "1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "a usage error is unknown, not an error verdict");
+    let out = kdeck().args(["lag", "-b", "127.0.0.1:9", "-G", "g", "--connect-timeout", "1s"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach Kafka"));
+}
