@@ -25,9 +25,30 @@ pub enum Command {
     /// Lag in records and in time, and a verdict, for consumer groups kdeck does not join;
     /// exits 0 OK, 1 WARN, 2 STALL/STOP/REWIND, 3 unknown or an error.
     Lag(LagArgs),
+    /// A live dashboard of consumer groups kdeck does not join: members, lag in records and
+    /// in time, verdicts, a lag chart, and offset resets on Empty groups.
+    Watch(WatchArgs),
 }
 
-/// Which groups to watch and how to judge them (`kdeck lag`).
+#[derive(Debug, Args, Clone)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub monitor: MonitorArgs,
+    /// A JSON snapshot per second on stdout instead of the dashboard (also when stdout is not a terminal).
+    #[arg(long)]
+    pub json: bool,
+    /// Lag history (SQLite; default history.sqlite in the user's state directory).
+    #[arg(long)]
+    pub history: Option<PathBuf>,
+    /// Audit store for offset resets (default audit.sqlite in the user's state directory).
+    #[arg(long)]
+    pub audit: Option<PathBuf>,
+    /// Log file (default: kdeck.log, rotated daily, in the user's state directory).
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+}
+
+/// Which groups to watch and how to judge them (`kdeck lag`, `kdeck watch`).
 #[derive(Debug, Args, Clone)]
 pub struct MonitorArgs {
     /// Bootstrap brokers, e.g. 127.0.0.1:9092.

@@ -9,7 +9,9 @@ use anyhow::{anyhow, bail, Result};
 use kdeck_ui::time;
 
 use crate::cli::{LagArgs, MonitorArgs};
-use crate::monitor::{verdict, GroupReport, Observer, Options};
+use kdeck_ui::watch::model::GroupView;
+
+use crate::monitor::{verdict, Observer, Options};
 
 const UNKNOWN: u8 = 3;
 
@@ -52,7 +54,7 @@ pub fn options(args: &MonitorArgs) -> Result<Options> {
     })
 }
 
-fn observe(args: &MonitorArgs) -> Result<Vec<GroupReport>> {
+fn observe(args: &MonitorArgs) -> Result<Vec<GroupView>> {
     let mut observer = Observer::new(options(args)?).map_err(|e| anyhow!(e))?;
     let reports = observer.sample().map_err(|e| anyhow!(e))?;
     for r in &reports {
@@ -64,11 +66,11 @@ fn observe(args: &MonitorArgs) -> Result<Vec<GroupReport>> {
 }
 
 /// The worst group's status; a group that could not be judged at all is unknown.
-pub fn exit_status(reports: &[GroupReport]) -> u8 {
-    reports.iter().map(|r| r.verdict.map_or(UNKNOWN, verdict::Verdict::exit_code)).max().unwrap_or(0)
+pub fn exit_status(reports: &[GroupView]) -> u8 {
+    reports.iter().map(|r| r.verdict.map_or(UNKNOWN, verdict::exit_code)).max().unwrap_or(0)
 }
 
-pub fn table(reports: &[GroupReport], now: i64) -> String {
+pub fn table(reports: &[GroupView], now: i64) -> String {
     let mut out = String::new();
     for r in reports {
         let d = &r.description;

@@ -13,3 +13,4 @@ pub mod lag;
 pub mod monitor;
 pub mod tools;
 pub mod tui;
+pub mod watch;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use clap::Parser;
 use kdeck::cli::{Cli, Command};
 use kdeck::engine::pipeline::Pipeline;
-use kdeck::{config, demo, engine, headless, lag, logging, tools, tui};
+use kdeck::{config, demo, engine, headless, lag, logging, tools, tui, watch};
 
 fn main() -> ExitCode {
     return_large_buffers_to_the_system();
@@ -44,6 +44,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq(args) => tools::dlq(&args),
         // Its own exit status by verdict, errors included.
         Command::Lag(args) => return Ok(lag::run(&args)),
+        Command::Watch(args) => {
+            let (_guard, log) = logging::init(args.log_file.as_deref())?;
+            eprintln!("kdeck: logging to {}", log.display());
+            let stop = Arc::new(AtomicBool::new(false));
+            on_signals_shut_down(stop.clone())?;
+            watch::run(&args, stop)
+        }
         Command::Demo(args) => {
             let (_guard, log) = logging::init(args.output.log_file.as_deref())?;
             eprintln!("kdeck: logging to {}", log.display());

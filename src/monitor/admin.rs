@@ -10,6 +10,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka_sys as rdsys;
 use rdsys::rd_kafka_admin_op_t as Op;
+use kdeck_ui::watch::model::{GroupDescription, MemberView};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -20,29 +21,6 @@ pub struct GroupListing {
     pub protocol: String,
     /// A group of plain consumers with no membership (assign and commit only).
     pub simple: bool,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct GroupDescription {
-    pub group: String,
-    /// Stable, PreparingRebalance, CompletingRebalance, Empty, Dead or Unknown.
-    pub state: String,
-    pub protocol: String,
-    pub assignor: String,
-    /// host:port (id N); None when the group has no coordinator (Dead).
-    pub coordinator: Option<String>,
-    pub members: Vec<Member>,
-    /// Why the group could not be described, if it could not.
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Member {
-    pub member_id: String,
-    pub client_id: String,
-    pub host: String,
-    pub instance_id: Option<String>,
-    pub partitions: Vec<(String, i32)>,
 }
 
 /// A committed offset; None when the group has none for the partition.
@@ -118,7 +96,7 @@ pub fn describe_groups(client: &BaseConsumer, groups: &[String], timeout: Durati
                     elements(rdsys::rd_kafka_MemberAssignment_partitions(assignment)).into_iter().map(|(t, p, _, _)| (t, p)).collect()
                 };
                 let instance = rdsys::rd_kafka_MemberDescription_group_instance_id(m);
-                d.members.push(Member {
+                d.members.push(MemberView {
                     member_id: text(rdsys::rd_kafka_MemberDescription_consumer_id(m)),
                     client_id: text(rdsys::rd_kafka_MemberDescription_client_id(m)),
                     host: text(rdsys::rd_kafka_MemberDescription_host(m)),
@@ -163,6 +141,38 @@ pub fn committed_offsets(client: &BaseConsumer, group: &str, timeout: Duration) 
     }
     out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     Ok(out)
+}
+
+/// Sets the group's committed offsets (the broker refuses while the group has
+/// members). Every partition's own error is reported.
+pub fn alter_offsets(client: &BaseConsumer, group: &str, offsets: &[(String, i32, i64)], timeout: Duration) -> Result<(), String> {
+    let name = CString::new(group).map_err(|_| format!("group `{group}` contains a NUL byte"))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (topic, partition, offset) in offsets {
+        tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset)).map_err(|e| e.to_string())?;
+    }
+    let event = call(client, Op::RD_KAFKA_ADMIN_OP_ALTERCONSUMERGROUPOFFSETS, timeout, |rk, opts, q| unsafe {
+        let mut request = rdsys::rd_kafka_AlterConsumerGroupOffsets_new(name.as_ptr(), tpl.ptr());
+        rdsys::rd_kafka_AlterConsumerGroupOffsets(rk, &mut request, 1, opts, q);
+        rdsys::rd_kafka_AlterConsumerGroupOffsets_destroy(request);
+    })?;
+    unsafe {
+        let result = rdsys::rd_kafka_event_AlterConsumerGroupOffsets_result(event.0);
+        let mut n = 0;
+        let groups = rdsys::rd_kafka_AlterConsumerGroupOffsets_result_groups(result, &mut n);
+        for &g in slice(groups, n) {
+            let error = rdsys::rd_kafka_group_result_error(g);
+            if !error.is_null() {
+                return Err(format!("the cluster refused to set the offsets of group `{group}`: {}", error_string(error)));
+            }
+            for (topic, partition, _, err) in elements(rdsys::rd_kafka_group_result_partitions(g)) {
+                if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                    return Err(format!("the cluster refused to set the offset of {topic}[{partition}] for group `{group}`: {}", resp_err(err)));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An admin result event, destroyed when dropped.

@@ -5,9 +5,10 @@
 //! observation; the engine knows nothing of this module.
 
 pub mod admin;
+pub mod history;
 pub mod observer;
 pub mod offsets_topic;
+pub mod reset;
 pub mod verdict;
 
-pub use observer::{GroupReport, Observer, Options, PartitionReport};
-pub use verdict::Verdict;
+pub use observer::{Observer, Options};

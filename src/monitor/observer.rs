@@ -11,11 +11,12 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use serde::Serialize;
 
-use super::admin::{self, GroupDescription};
+use kdeck_ui::watch::model::{GroupDescription, GroupPartitionView, GroupView};
+
+use super::admin;
 use super::offsets_topic::{Entry, OffsetsLog, OFFSETS_TOPIC};
-use super::verdict::{self, Commit, Now, Verdict};
+use super::verdict::{self, Commit, Now};
 
 
 #[derive(Debug, Clone)]
@@ -32,34 +33,6 @@ pub struct Options {
     /// The least time without a commit, while behind, that counts as STOP.
     pub stop_after: Duration,
     pub timeout: Duration,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct GroupReport {
-    #[serde(flatten)]
-    pub description: GroupDescription,
-    pub partitions: Vec<PartitionReport>,
-    /// The worst of the partitions' verdicts; None when none could be judged.
-    pub verdict: Option<Verdict>,
-    /// Where the commit history comes from, or why it is missing.
-    pub history: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PartitionReport {
-    pub topic: String,
-    pub partition: i32,
-    pub committed: Option<i64>,
-    pub end: Option<i64>,
-    pub lag: Option<i64>,
-    /// Now less the timestamp of the oldest record not yet committed; 0 caught up.
-    pub lag_ms: Option<i64>,
-    /// Offsets committed per second over the window.
-    pub commit_rate: Option<f64>,
-    pub last_commit_ms: Option<i64>,
-    pub verdict: Option<Verdict>,
-    /// client id @ host of the member it is assigned to.
-    pub member: Option<String>,
 }
 
 type Key = (String, String, i32);
@@ -104,6 +77,15 @@ impl Observer {
         Ok(observer)
     }
 
+    /// The client its admin calls go through (offset resets use it too).
+    pub fn client(&self) -> &BaseConsumer {
+        &self.client
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.options.timeout
+    }
+
     /// The groups this observer watches now (with `all`, listed anew).
     pub fn groups(&self) -> Result<Vec<String>, String> {
         if !self.options.all {
@@ -112,7 +94,7 @@ impl Observer {
         Ok(admin::list_groups(&self.client, self.options.timeout)?.into_iter().map(|g| g.group).collect())
     }
 
-    pub fn sample(&mut self) -> Result<Vec<GroupReport>, String> {
+    pub fn sample(&mut self) -> Result<Vec<GroupView>, String> {
         let groups = self.groups()?;
         if groups.is_empty() {
             return Ok(Vec::new());
@@ -136,12 +118,12 @@ impl Observer {
             }
         }
         self.read_log(&ends);
-        let mut reports: Vec<GroupReport> = groups.into_iter().map(|(d, committed)| self.report(d, &committed, &ends, now)).collect();
+        let mut reports: Vec<GroupView> = groups.into_iter().map(|(d, committed)| self.report(d, &committed, &ends, now)).collect();
         self.fill_lag_times(&mut reports, now);
         Ok(reports)
     }
 
-    fn report(&mut self, d: GroupDescription, committed: &[admin::Committed], ends: &HashMap<(String, i32), Option<i64>>, now: i64) -> GroupReport {
+    fn report(&mut self, d: GroupDescription, committed: &[admin::Committed], ends: &HashMap<(String, i32), Option<i64>>, now: i64) -> GroupView {
         let members: HashMap<(String, i32), String> = d
             .members
             .iter()
@@ -164,7 +146,7 @@ impl Observer {
             }
             let window: Vec<Commit> = self.history.get(&key).map(|h| h.iter().copied().collect()).unwrap_or_default();
             let at = Now { at_ms: now, lag, seen_since_ms: self.seen_since_ms, min_span_ms: self.options.stop_after.as_millis() as i64 };
-            partitions.push(PartitionReport {
+            partitions.push(GroupPartitionView {
                 member: members.get(&(topic.clone(), partition)).cloned(),
                 topic,
                 partition,
@@ -177,7 +159,8 @@ impl Observer {
                 verdict: verdict::evaluate(&window, at),
             });
         }
-        GroupReport {
+        GroupView {
+            lag_history: Vec::new(),
             verdict: verdict::worst(partitions.iter().map(|p| p.verdict)),
             history: match &self.log {
                 Ok(_) => format!("{OFFSETS_TOPIC}, from {} before start", humantime::format_duration(self.options.lookback)),
@@ -298,7 +281,7 @@ impl Observer {
 
     /// Lag in time: the record at each lagging partition's committed offset
     /// is read once (per committed offset) for its timestamp.
-    fn fill_lag_times(&mut self, reports: &mut [GroupReport], now: i64) {
+    fn fill_lag_times(&mut self, reports: &mut [GroupView], now: i64) {
         let mut wanted = TopicPartitionList::new();
         for p in reports.iter().flat_map(|r| &r.partitions) {
             if let (Some(o), Some(lag)) = (p.committed, p.lag) {

@@ -12,36 +12,14 @@
 //!    before, and grew overall;
 //! 7. OK.
 
-use serde::Serialize;
+pub use kdeck_ui::watch::model::Verdict;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Verdict {
-    Ok,
-    Warn,
-    Rewind,
-    Stall,
-    Stop,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Ok => "OK",
-            Verdict::Warn => "WARN",
-            Verdict::Rewind => "REWIND",
-            Verdict::Stall => "STALL",
-            Verdict::Stop => "STOP",
-        }
-    }
-
-    /// For scripts and alerting: 0 OK, 1 WARN, 2 an error (STALL, STOP, REWIND).
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Verdict::Ok => 0,
-            Verdict::Warn => 1,
-            _ => 2,
-        }
+/// For scripts and alerting: 0 OK, 1 WARN, 2 an error (STALL, STOP, REWIND).
+pub fn exit_code(v: Verdict) -> u8 {
+    match v {
+        Verdict::Ok => 0,
+        Verdict::Warn => 1,
+        _ => 2,
     }
 }
 
@@ -177,7 +155,7 @@ mod tests {
     #[test]
     fn a_group_is_as_bad_as_its_worst_partition() {
         assert_eq!(worst([Some(Verdict::Ok), None, Some(Verdict::Warn)]), Some(Verdict::Warn));
-        assert_eq!(worst([Some(Verdict::Warn), Some(Verdict::Stall)]).map(Verdict::exit_code), Some(2));
+        assert_eq!(worst([Some(Verdict::Warn), Some(Verdict::Stall)]).map(exit_code), Some(2));
         assert_eq!(worst([None, None]), None);
     }
 }

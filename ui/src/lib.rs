@@ -8,3 +8,4 @@ pub mod model;
 pub mod panels;
 pub mod style;
 pub mod time;
+pub mod watch;

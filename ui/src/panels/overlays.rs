@@ -16,7 +16,7 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
     h
 }
 
-fn popup(frame: &mut Frame, area: Rect, title: &str, lines: Vec<Line>, width: u16) {
+pub(crate) fn popup(frame: &mut Frame, area: Rect, title: &str, lines: Vec<Line>, width: u16) {
     let r = centered(area, width, lines.len() as u16 + 2);
     frame.render_widget(Clear, r);
     let block = Block::default().borders(Borders::ALL).title(Span::styled(format!(" {title} "), style::title(true)));
