@@ -2,7 +2,7 @@
 //! the history and carries out offset resets; the dashboard (or, when stdout
 //! is not a terminal, a JSON line per sample) shows what it publishes.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -129,7 +129,7 @@ impl Sampler {
     }
 }
 
-fn dashboard(mut snapshots: watch::Receiver<Arc<WatchSnapshot>>, intents: &Sender<WatchIntent>, stop: &AtomicBool, cluster: &str, history_path: &PathBuf) -> Result<()> {
+fn dashboard(mut snapshots: watch::Receiver<Arc<WatchSnapshot>>, intents: &Sender<WatchIntent>, stop: &AtomicBool, cluster: &str, history_path: &Path) -> Result<()> {
     // A second connection for the chart: the sampler writes, this one reads (WAL).
     let history = History::open(history_path).map_err(|e| anyhow!(e))?;
     let mut terminal = ratatui::init();

@@ -10,9 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 fn now_ms() -> i64 {
@@ -32,20 +31,6 @@ fn produce(topic: &str, partition: i32, n: usize, ts_ms: Option<i64>) {
         p.send(r).map_err(|(e, _)| e).unwrap();
     }
     p.flush(Duration::from_secs(30)).unwrap();
-}
-
-/// Commits `offset` for `group` as a plain client does (assign and commit,
-/// no membership): the group stays Empty.
-fn commit(group: &str, topic: &str, partition: i32, offset: i64) {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(offset)).unwrap();
-    c.commit(&tpl, CommitMode::Sync).unwrap();
 }
 
 /// `kdeck lag --json` for these groups: its exit status and the report.
@@ -79,8 +64,8 @@ fn a_lagging_partition_shows_its_lag_in_records_and_in_time() {
     produce(&topic, 0, 10, None);
     produce(&topic, 1, 5, None);
     let g = unique("mon-time-g");
-    commit(&g, &topic, 0, 5);
-    commit(&g, &topic, 1, 5);
+    commit_offset(&g, &topic, 0, 5);
+    commit_offset(&g, &topic, 1, 5);
 
     let (status, report) = lag(&[&g], &[]);
     let p0 = partition(&report, &g, 0);
@@ -104,24 +89,24 @@ fn each_burrow_rule_gives_its_verdict_and_exit_status() {
     };
     // OK: caught up.
     let (ok_t, ok) = (topic("mon-ok", 20), unique("mon-ok-g"));
-    commit(&ok, &ok_t, 0, 10);
-    commit(&ok, &ok_t, 0, 20);
+    commit_offset(&ok, &ok_t, 0, 10);
+    commit_offset(&ok, &ok_t, 0, 20);
     // STALL: the same offset committed again and again while behind.
     let (stall_t, stall) = (topic("mon-stall", 20), unique("mon-stall-g"));
     for _ in 0..3 {
-        commit(&stall, &stall_t, 0, 5);
+        commit_offset(&stall, &stall_t, 0, 5);
     }
     // REWIND: the committed offset went backwards.
     let (rewind_t, rewind) = (topic("mon-rewind", 20), unique("mon-rewind-g"));
-    commit(&rewind, &rewind_t, 0, 15);
-    commit(&rewind, &rewind_t, 0, 5);
+    commit_offset(&rewind, &rewind_t, 0, 15);
+    commit_offset(&rewind, &rewind_t, 0, 5);
     // WARN: committing, but the end runs away faster (lag 8, 16, 24).
     let (warn_t, warn) = (topic("mon-warn", 10), unique("mon-warn-g"));
-    commit(&warn, &warn_t, 0, 2);
+    commit_offset(&warn, &warn_t, 0, 2);
     produce(&warn_t, 0, 10, None);
-    commit(&warn, &warn_t, 0, 4);
+    commit_offset(&warn, &warn_t, 0, 4);
     produce(&warn_t, 0, 10, None);
-    commit(&warn, &warn_t, 0, 6);
+    commit_offset(&warn, &warn_t, 0, 6);
 
     let (status, report) = lag(&[&ok, &stall, &rewind, &warn], &[]);
     let verdicts: Vec<(&str, &Value)> = [("OK", &ok), ("STALL", &stall), ("REWIND", &rewind), ("WARN", &warn)]
@@ -143,8 +128,8 @@ fn a_partition_behind_that_stops_committing_is_stop() {
     create_topic(&t, 1);
     produce(&t, 0, 20, None);
     let g = unique("mon-stop-g");
-    commit(&g, &t, 0, 5);
-    commit(&g, &t, 0, 8);
+    commit_offset(&g, &t, 0, 5);
+    commit_offset(&g, &t, 0, 8);
     let started = std::time::Instant::now();
     let mut last = Value::Null;
     wait_for("STOP", Duration::from_secs(30), || {

@@ -2,6 +2,8 @@
 //! reading back committed offsets, and waiting on conditions with deadlines.
 #![allow(dead_code)]
 
+pub mod tmux;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -435,4 +437,19 @@ pub fn run_json(mut cmd: Command, deadline: Duration) -> (ExitStatus, serde_json
     let status = wait_exit(&mut child, deadline);
     let last = last_snapshot(out.path()).expect("kdeck printed a JSON snapshot");
     (status, last, std::fs::read_to_string(err.path()).unwrap_or_default())
+}
+
+/// Commits `offset` for `group` as a plain client does (assign and commit, no
+/// membership): the group stays Empty.
+pub fn commit_offset(group: &str, topic: &str, partition: i32, offset: i64) {
+    use rdkafka::consumer::CommitMode;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset)).unwrap();
+    c.commit(&tpl, CommitMode::Sync).unwrap();
 }

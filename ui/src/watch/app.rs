@@ -169,7 +169,13 @@ impl WatchApp {
         }
         if self.editing_filter {
             match key.code {
-                KeyCode::Enter => self.editing_filter = false,
+                KeyCode::Enter => {
+                    self.editing_filter = false;
+                    // The group found stays selected when the filter is cleared.
+                    if self.focus == Focus::Groups {
+                        self.group = self.selected_group(s).map(|g| g.description.group.clone());
+                    }
+                }
                 KeyCode::Esc => {
                     self.editing_filter = false;
                     self.filter.clear();

@@ -46,7 +46,7 @@ fn block<'a>(title: String, focused: bool) -> Block<'a> {
 pub fn render(frame: &mut Frame, app: &WatchApp, s: &WatchSnapshot) {
     let [header, body, footer] = Layout::vertical([Constraint::Length(1), Constraint::Min(6), Constraint::Length(1)]).areas(frame.area());
     render_header(frame, header, s);
-    let groups_width = (body.width / 4).clamp(24, 40);
+    let groups_width = (body.width / 3).clamp(24, 48);
     let [left, right] = Layout::horizontal([Constraint::Length(groups_width), Constraint::Min(30)]).areas(body);
     render_groups(frame, left, app, s);
     let group = app.selected_group(s);
@@ -81,7 +81,11 @@ fn render_header(frame: &mut Frame, area: Rect, s: &WatchSnapshot) {
 fn render_groups(frame: &mut Frame, area: Rect, app: &WatchApp, s: &WatchSnapshot) {
     let groups = app.groups(s);
     let selected = app.selected_group_index(s);
-    let lag = |g: &GroupView| g.lag_total().map_or("?".to_string(), |l| time::count(l as f64));
+    let lag = |g: &GroupView| match g.lag_total() {
+        _ if g.partitions.is_empty() => "-".to_string(),
+        Some(l) => time::count(l as f64),
+        None => "?".to_string(),
+    };
     // Narrow: name and verdict only; the selected group's lag is beside it.
     let with_lag = area.width >= 30;
     let name_width = area.width.saturating_sub(2 + 8 + if with_lag { 7 } else { 0 }) as usize;
@@ -148,7 +152,7 @@ fn render_partitions(frame: &mut Frame, area: Rect, app: &WatchApp, s: &WatchSna
                 known(p.end),
                 known(p.lag),
                 p.lag_ms.map_or("?".into(), |ms| time::span(ms.max(0) as u64)),
-                p.commit_rate.map_or("?".into(), |r| time::count(r)),
+                p.commit_rate.map_or("?".into(), time::count),
                 p.last_commit_ms.map_or("?".into(), |at| time::ago(at.max(0) as u64, now)),
                 verdict_text(p.verdict).to_string(),
                 p.member.clone().unwrap_or_else(|| "-".into()),
