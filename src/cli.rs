@@ -46,6 +46,9 @@ pub struct WatchArgs {
     /// Log file (default: kdeck.log, rotated daily, in the user's state directory).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464; port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 /// Which groups to watch and how to judge them (`kdeck lag`, `kdeck watch`).
@@ -323,6 +326,9 @@ pub struct OutputArgs {
     /// Log file (default: kdeck.log, rotated daily, in the user's state directory).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464; port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

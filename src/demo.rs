@@ -78,6 +78,7 @@ pub fn run(args: &DemoArgs, on_start: impl FnOnce(Arc<AtomicBool>) -> Result<()>
         .map(|d| humantime::parse_duration(d).map_err(|_| anyhow!("--duration `{d}` is not a duration; write it like 20s or 5m")))
         .transpose()?;
     let commit = args.commit.parse().map_err(|e: String| anyhow!(e))?;
+    let endpoint = crate::metrics::bind_option(args.output.metrics.as_deref())?;
 
     let (_cluster, brokers) = match &args.brokers {
         Some(b) => {
@@ -122,6 +123,7 @@ pub fn run(args: &DemoArgs, on_start: impl FnOnce(Arc<AtomicBool>) -> Result<()>
         Box::new(DemoHandler { inner: inner(t, p), failures: HashMap::new() }) as Box<dyn Handler>
     });
     let engine = engine::start(config, handlers)?;
+    crate::metrics::serve_engine(endpoint, &engine)?;
     on_start(engine.shutdown_flag())?;
     let result = if args.output.headless || !crate::tui::available() {
         headless::run(engine, args.output.json, until)

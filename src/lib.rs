@@ -9,6 +9,7 @@ pub mod embedded;
 pub mod engine;
 pub mod headless;
 pub mod logging;
+pub mod metrics;
 pub mod lag;
 pub mod monitor;
 pub mod tools;

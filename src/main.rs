@@ -5,7 +5,7 @@ use std::sync::Arc;
 use clap::Parser;
 use kdeck::cli::{Cli, Command};
 use kdeck::engine::pipeline::Pipeline;
-use kdeck::{config, demo, engine, headless, lag, logging, tools, tui, watch};
+use kdeck::{config, demo, engine, headless, lag, logging, metrics, tools, tui, watch};
 
 fn main() -> ExitCode {
     return_large_buffers_to_the_system();
@@ -32,8 +32,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut engine_cfg = cfg.engine;
             engine_cfg.exactly_once = pipeline.exactly_once();
             let strategies = tui::strategies(engine_cfg.exactly_once.is_some());
+            let endpoint = metrics::bind_option(args.output.metrics.as_deref())?;
             let engine = engine::start(engine_cfg, pipeline.factory())?;
             on_signals_shut_down(engine.shutdown_flag())?;
+            metrics::serve_engine(endpoint, &engine)?;
             if args.output.headless || !tui::available() {
                 headless::run(engine, args.output.json, None)
             } else {

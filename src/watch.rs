@@ -27,12 +27,16 @@ const FRAME: Duration = Duration::from_millis(33);
 
 pub fn run(args: &WatchArgs, stop: Arc<AtomicBool>) -> Result<()> {
     let options = crate::lag::options(&args.monitor)?;
+    let endpoint = crate::metrics::bind_option(args.metrics.as_deref())?;
     let cluster = options.brokers.clone();
     let observer = Observer::new(options).map_err(|e| anyhow!(e))?;
     let history_path = args.history.clone().unwrap_or_else(history::default_path);
     let history = History::open(&history_path).map_err(|e| anyhow!(e))?;
     let audit = Audit::open(&args.audit.clone().unwrap_or_else(audit::default_path)).map_err(|e| anyhow!(e))?;
     let (snap_tx, snap_rx) = watch::channel(Arc::new(WatchSnapshot { cluster: cluster.clone(), ..Default::default() }));
+    if let Some(endpoint) = endpoint {
+        crate::metrics::serve(endpoint, crate::metrics::from_channel(snap_rx.clone(), crate::metrics::watch_families))?;
+    }
     let (intents, commands) = crossbeam_channel::unbounded();
     let sampler = {
         let stop = stop.clone();

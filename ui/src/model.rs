@@ -53,6 +53,43 @@ pub struct Snapshot {
     pub logs: Vec<LogLine>,
     /// Exactly-once state, when the sink can honour `eos`.
     pub eos: Option<EosView>,
+    /// Rebalances (assignments and revocations) since start.
+    #[serde(default)]
+    pub rebalances_total: u64,
+    /// Offset commits from request to the broker's answer.
+    #[serde(default)]
+    pub commit_latency: LatencyHistogram,
+}
+
+/// Durations in fixed buckets, as a Prometheus histogram keeps them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LatencyHistogram {
+    /// Upper bounds, ascending.
+    pub bounds_ms: Vec<f64>,
+    /// Per bucket (not cumulative); one more than `bounds_ms`: the last is beyond them.
+    pub counts: Vec<u64>,
+    pub sum_ms: f64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        let bounds_ms = vec![1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0];
+        LatencyHistogram { counts: vec![0; bounds_ms.len() + 1], bounds_ms, sum_ms: 0.0 }
+    }
+}
+
+impl LatencyHistogram {
+    pub fn observe(&mut self, ms: f64) {
+        let i = self.bounds_ms.iter().position(|b| ms <= *b).unwrap_or(self.bounds_ms.len());
+        if let Some(c) = self.counts.get_mut(i) {
+            *c += 1;
+        }
+        self.sum_ms += ms;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

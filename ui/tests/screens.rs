@@ -109,6 +109,8 @@ fn fixture() -> Snapshot {
         latency_p99_us: 2400,
         logs: vec![LogLine { at_ms: NOW - 2000, level: "WARN".into(), message: "orders[3]@990: dead-letter topic refused the record".into() }],
         eos: None,
+        rebalances_total: 3,
+        commit_latency: LatencyHistogram::default(),
     }
 }
 

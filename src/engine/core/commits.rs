@@ -63,9 +63,13 @@ impl Core {
         let result = if mode == CommitMode::Async && broker.can_commit_async() {
             // The outcome comes back later (collect_commit_outcomes).
             self.async_commit_in_flight = true;
+            self.async_commit_sent = Instant::now();
             broker.commit_async(offsets).inspect_err(|_| self.async_commit_in_flight = false)
         } else {
-            broker.commit_sync(offsets).map(|()| self.apply_committed(offsets.iter().cloned()))
+            let sent = Instant::now();
+            let done = broker.commit_sync(offsets);
+            self.commit_latency.observe(sent.elapsed().as_secs_f64() * 1000.0);
+            done.map(|()| self.apply_committed(offsets.iter().cloned()))
         };
         if let Err(e) = result {
             self.commit_failures += 1;
@@ -77,6 +81,7 @@ impl Core {
     pub fn collect_commit_outcomes(&mut self, broker: &dyn Broker) {
         for outcome in broker.commit_outcomes() {
             self.async_commit_in_flight = false;
+            self.commit_latency.observe(self.async_commit_sent.elapsed().as_secs_f64() * 1000.0);
             let mut stored = Vec::new();
             for (tp, offset, error) in outcome.partitions {
                 match error.or_else(|| outcome.error.clone()) {

@@ -140,6 +140,7 @@ impl Core {
     }
 
     pub(super) fn push_rebalance(&mut self, ev: RebalanceEvent) {
+        self.rebalances_total += 1;
         if self.rebalances.len() == REBALANCE_HISTORY {
             self.rebalances.pop_front();
         }

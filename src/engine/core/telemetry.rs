@@ -118,6 +118,8 @@ impl Core {
             latency_p99_us: self.latency.1,
             logs: crate::logging::recent(100),
             eos: self.exactly_once.as_ref().map(|e| e.view()),
+            rebalances_total: self.rebalances_total,
+            commit_latency: self.commit_latency.clone(),
         }
     }
 }
