@@ -88,6 +88,11 @@ pub fn engine_families(s: &Snapshot) -> Vec<MetricFamily> {
             .collect()
     };
     out.push(gauge("kdeck_consumer_lag_records", "End offset less the committed offset.", per_partition(&|p| p.lag.map(|l| l as f64))));
+    out.push(gauge(
+        "kdeck_consumer_lag_seconds",
+        "Age of the oldest record not yet committed (0 when caught up).",
+        per_partition(&|p| p.lag_ms.map(|ms| ms as f64 / 1000.0)),
+    ));
     out.push(gauge("kdeck_consumer_committed_offset", "The group's committed offset.", per_partition(&|p| p.committed.map(|o| o as f64))));
     out.push(gauge("kdeck_partition_queued_records", "Records waiting in the partition's worker queue.", per_partition(&|p| Some(p.queued as f64))));
     if let Some(eos) = &s.eos {

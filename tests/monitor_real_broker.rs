@@ -80,6 +80,51 @@ fn a_lagging_partition_shows_its_lag_in_records_and_in_time() {
 }
 
 #[test]
+fn run_shows_lag_in_time_and_the_age_of_the_last_processed_record() {
+    let topic = unique("run-time");
+    create_topic(&topic, 1);
+    let two_minutes_ago = now_ms() - 120_000;
+    produce(&topic, 0, 40, Some(two_minutes_ago));
+    let group = unique("run-time-g");
+    let dir = tempfile::tempdir().unwrap();
+    // Slow work and per-message commits: the partition stays behind for a while.
+    let mut child = kdeck()
+        .args(["run", "--headless", "--json", "-b", &brokers(), "-G", &group, "-t", &topic])
+        .args(["--handler-delay", "100ms", "--commit", "per-message"])
+        .arg("--log-file")
+        .arg(dir.path().join("kdeck.log"))
+        .arg("--audit")
+        .arg(dir.path().join("audit.sqlite"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut behind = None;
+    let mut caught_up = false;
+    for line in lines {
+        let snap: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        let Some(p) = snap["partitions"].as_array().and_then(|a| a.first()).cloned() else { continue };
+        if p["lag"].as_i64().is_some_and(|l| l > 0) && behind.is_none() {
+            behind = p["lag_ms"].as_i64();
+        }
+        if let Some(age) = p["last_processed_age_ms"].as_i64() {
+            assert!((110_000..180_000).contains(&age), "the records are two minutes old: {age} ms");
+        }
+        if p["lag"].as_i64() == Some(0) && p["committed"].as_i64() == Some(40) {
+            assert_eq!(p["lag_ms"].as_i64(), Some(0), "caught up: {p}");
+            caught_up = true;
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(caught_up, "the run caught up");
+    let behind = behind.expect("lag in time was known while behind");
+    assert!((110_000..180_000).contains(&behind), "the oldest uncommitted record is two minutes old: {behind} ms");
+}
+
+#[test]
 fn each_burrow_rule_gives_its_verdict_and_exit_status() {
     let topic = |name: &str, n: usize| {
         let t = unique(name);

@@ -12,6 +12,7 @@ pub mod context;
 pub mod core;
 pub mod dlq;
 pub mod facts;
+pub mod record_times;
 #[cfg(test)]
 mod fuzz;
 pub mod handler;
@@ -287,9 +288,11 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
 
     check_cluster(&consumer, &config)?;
     let facts = facts::PartitionFacts::start(&cc).map_err(|e| anyhow!(e))?;
+    let record_times = record_times::RecordTimes::start(&cc).map_err(|e| anyhow!(e))?;
     {
         let mut c = core.lock().unwrap();
         c.facts = Some(facts);
+        c.record_times = Some(record_times);
         c.starts_at_log_start = starts_at_log_start(&config);
         c.reads_uncommitted = config.property("isolation.level").is_some_and(|v| v != "read_committed");
         c.queue_bytes = config.max_queue_bytes / 2;
@@ -428,6 +431,7 @@ fn poll_loop(
         c.drain_events_and_block(&broker);
         c.collect_commit_outcomes(&broker);
         c.init_partitions();
+        c.update_record_times();
         c.catch_up_idle(&broker);
 
         while let Ok(cmd) = commands.try_recv() {

@@ -24,8 +24,9 @@ pub enum WorkerEvent {
     /// These records finished (handled and flushed, or acknowledged by the dead-letter topic),
     /// with the handling time of those that were handled successfully.
     /// `flushed_to` is the partition's next offset given to that flush (an
-    /// exactly-once sink committed it in the same transaction).
-    Finished { tp: Tp, offsets: Vec<i64>, latencies_us: Vec<u32>, flushed_to: i64 },
+    /// exactly-once sink committed it in the same transaction);
+    /// `newest_timestamp_ms` the latest record timestamp among them.
+    Finished { tp: Tp, offsets: Vec<i64>, latencies_us: Vec<u32>, flushed_to: i64, newest_timestamp_ms: Option<i64> },
     /// An attempt failed.
     Failed { tp: Tp, offset: i64, failure: Failure },
     /// A record entered (or was updated in) the retry queue.
@@ -182,6 +183,7 @@ impl Worker {
             parked: Vec::new(),
             panic_failpoint: std::env::var("KDECK_FAILPOINT").is_ok_and(|f| f == "panic-worker"),
             done: Vec::with_capacity(MAX_BATCH),
+            done_newest_ts: None,
             latencies_us: Vec::with_capacity(MAX_BATCH),
             blocked: None,
             current: None,
@@ -307,6 +309,8 @@ struct State {
     panic_failpoint: bool,
     /// Handled, not yet flushed and reported.
     done: Vec<i64>,
+    /// The latest timestamp among `done`'s records.
+    done_newest_ts: Option<i64>,
     latencies_us: Vec<u32>,
     /// Why the partition cannot advance, as last told to the engine.
     blocked: Option<String>,
@@ -452,7 +456,7 @@ impl State {
             let Some(record) = records.next() else { break };
             match outcome {
                 Ok(()) => {
-                    self.done.push(record.offset());
+                    self.done(&record);
                     self.latencies_us.push(share_us);
                 }
                 Err(failure) => {
@@ -513,7 +517,7 @@ impl State {
             match outcome {
                 Ok(()) => {
                     self.set_blocked(None);
-                    self.done.push(record.offset());
+                    self.done(&record);
                     self.latencies_us.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
                     if listed {
                         self.emit(WorkerEvent::Unparked { tp: self.tp.clone(), offset: record.offset() });
@@ -659,13 +663,21 @@ impl State {
         }
     }
 
+    /// The record finished; it is reported at the next flush.
+    fn done(&mut self, record: &OwnedMessage) {
+        self.done.push(record.offset());
+        if let Some(ts) = record.timestamp().to_millis().filter(|ts| *ts >= 0) {
+            self.done_newest_ts = self.done_newest_ts.max(Some(ts));
+        }
+    }
+
     /// The record is finished: its dead letter is in the topic (or in the batch's transaction).
     fn dead_lettered(&mut self, record: &OwnedMessage, view: DeadLetterView, was_parked: bool) {
         if was_parked {
             self.emit(WorkerEvent::Unparked { tp: self.tp.clone(), offset: record.offset() });
         }
         self.emit(WorkerEvent::DeadLettered { tp: self.tp.clone(), view });
-        self.done.push(record.offset());
+        self.done(record);
         self.release_key(record.key());
     }
 
@@ -704,6 +716,7 @@ impl State {
                 offsets: Vec::new(),
                 latencies_us: Vec::new(),
                 flushed_to: next_offset,
+                newest_timestamp_ms: None,
             }),
             // Not a record's failure: the engine asks again later.
             Err(failure) => tracing::warn!("{}[{}]: committing up to {next_offset} failed: {failure}", self.tp.0, self.tp.1),
@@ -741,7 +754,8 @@ impl State {
         }
         let offsets = std::mem::replace(&mut self.done, Vec::with_capacity(MAX_BATCH));
         let latencies_us = std::mem::replace(&mut self.latencies_us, Vec::with_capacity(MAX_BATCH));
-        self.emit(WorkerEvent::Finished { tp: self.tp.clone(), offsets, latencies_us, flushed_to: next_offset });
+        let newest_timestamp_ms = self.done_newest_ts.take();
+        self.emit(WorkerEvent::Finished { tp: self.tp.clone(), offsets, latencies_us, flushed_to: next_offset, newest_timestamp_ms });
         true
     }
 

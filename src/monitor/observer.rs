@@ -9,12 +9,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use kdeck_ui::watch::model::{GroupDescription, GroupPartitionView, GroupView};
 
 use super::admin;
+use crate::engine::record_times;
 use super::offsets_topic::{Entry, OffsetsLog, OFFSETS_TOPIC};
 use super::verdict::{self, Commit, Now};
 
@@ -282,33 +282,18 @@ impl Observer {
     /// Lag in time: the record at each lagging partition's committed offset
     /// is read once (per committed offset) for its timestamp.
     fn fill_lag_times(&mut self, reports: &mut [GroupView], now: i64) {
-        let mut wanted = TopicPartitionList::new();
+        let mut wanted: Vec<((String, i32), i64)> = Vec::new();
         for p in reports.iter().flat_map(|r| &r.partitions) {
+            let tp = (p.topic.clone(), p.partition);
             if let (Some(o), Some(lag)) = (p.committed, p.lag) {
-                let cached = self.record_times.get(&(p.topic.clone(), p.partition)).is_some_and(|(at, _)| *at == o);
-                if lag > 0 && !cached && wanted.find_partition(&p.topic, p.partition).is_none() {
-                    let _ = wanted.add_partition_offset(&p.topic, p.partition, Offset::Offset(o));
+                let cached = self.record_times.get(&tp).is_some_and(|(at, _)| *at == o);
+                if lag > 0 && !cached && !wanted.iter().any(|(w, _)| *w == tp) {
+                    wanted.push((tp, o));
                 }
             }
         }
-        if wanted.count() > 0 && self.peek.assign(&wanted).is_ok() {
-            let mut missing: Vec<(String, i32, i64)> = wanted
-                .elements()
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    Offset::Offset(o) => Some((e.topic().to_string(), e.partition(), o)),
-                    _ => None,
-                })
-                .collect();
-            let deadline = std::time::Instant::now() + Duration::from_secs(2);
-            while !missing.is_empty() && std::time::Instant::now() < deadline {
-                let Some(Ok(m)) = self.peek.poll(Duration::from_millis(100)) else { continue };
-                if let Some(i) = missing.iter().position(|(t, p, o)| t == m.topic() && *p == m.partition() && m.offset() >= *o) {
-                    let (t, p, o) = missing.swap_remove(i);
-                    self.record_times.insert((t, p), (o, m.timestamp().to_millis().filter(|ts| *ts >= 0)));
-                }
-            }
-            let _ = self.peek.unassign();
+        if !wanted.is_empty() {
+            self.record_times.extend(record_times::first_timestamps(&self.peek, &wanted, Duration::from_secs(2)));
         }
         for p in reports.iter_mut().flat_map(|r| r.partitions.iter_mut()) {
             p.lag_ms = match (p.lag, p.committed) {

@@ -204,6 +204,13 @@ pub struct PartitionView {
     /// with nothing committed, `high_watermark -` where consuming started. None
     /// while either end is unknown.
     pub lag: Option<i64>,
+    /// Now less the timestamp of the oldest record not yet committed (0 when
+    /// caught up); None while unknown.
+    #[serde(default)]
+    pub lag_ms: Option<i64>,
+    /// Now less the timestamp of the newest record processed.
+    #[serde(default)]
+    pub last_processed_age_ms: Option<i64>,
     /// Records waiting in this partition's worker queue.
     pub queued: usize,
     /// Records received but not yet finished (queued + being processed).

@@ -25,6 +25,8 @@ fn partition(p: i32, state: PartitionState, lag: i64) -> PartitionView {
         finished: Some(1000 + p as i64),
         high_watermark: Some(1000 + p as i64 + 5),
         lag: Some(lag),
+        lag_ms: Some(lag * 1500),
+        last_processed_age_ms: Some(800),
         queued: 3,
         in_flight: 4,
         rate: 120.0,

@@ -28,6 +28,34 @@ impl Core {
     }
 
 
+    /// Lag in time: the record at each lagging partition's oldest uncommitted
+    /// offset is read for its timestamp (see `record_times.rs`), once per
+    /// offset, asked again at most once a second while unanswered.
+    pub fn update_record_times(&mut self) {
+        let Some(reader) = &self.record_times else { return };
+        for (tp, offset, ts) in reader.answers() {
+            if let Some(part) = self.parts.get_mut(&tp) {
+                part.record_time = Some((offset, ts));
+                self.dirty = true;
+            }
+        }
+        let mut ask = Vec::new();
+        for (tp, p) in self.parts.iter_mut() {
+            let Some(from) = p.oldest_uncommitted(self.starts_at_log_start) else { continue };
+            let behind = p.high_watermark.max(p.position).is_some_and(|end| end > from);
+            let known = p.record_time.is_some_and(|(o, _)| o == from);
+            let asked = p.record_time_asked.is_some_and(|(o, at)| o == from && at.elapsed() < RECORD_TIME_RETRY);
+            let recently = p.record_time_asked.is_some_and(|(_, at)| at.elapsed() < RECORD_TIME_EVERY);
+            if behind && !known && !asked && !recently {
+                p.record_time_asked = Some((from, Instant::now()));
+                ask.push((tp.clone(), from));
+            }
+        }
+        if !ask.is_empty() {
+            reader.ask(ask);
+        }
+    }
+
     /// Committed offsets (and, for `--stop-at-end`, log start and end) of newly
     /// assigned partitions: asked of the facts thread, applied when they come,
     /// never waited for here (see `facts.rs`).

@@ -44,6 +44,10 @@ const ERROR_HISTORY: usize = 50;
 const DEAD_LETTER_HISTORY: usize = 100;
 /// How often idle partitions are moved to the consumer's position.
 const CATCH_UP_EVERY: Duration = Duration::from_millis(100);
+/// A partition's record time is asked for at most this often.
+pub(super) const RECORD_TIME_EVERY: Duration = Duration::from_secs(1);
+/// An unanswered question about the same offset is asked again after this.
+pub(super) const RECORD_TIME_RETRY: Duration = Duration::from_secs(5);
 /// How long after a failed answer a partition's facts are asked for again.
 const FACTS_RETRY: Duration = Duration::from_secs(2);
 /// How long an unanswered request to commit past transaction markers waits before it is repeated.
@@ -94,6 +98,12 @@ struct Part {
     processed: u64,
     processed_at_sample: u64,
     rate: f64,
+    /// The latest timestamp of a record processed here.
+    last_processed_ts: Option<i64>,
+    /// (offset, its record's timestamp): for lag in time, read once per committed offset.
+    record_time: Option<(i64, Option<i64>)>,
+    /// The offset whose record time was last asked for, and when.
+    record_time_asked: Option<(i64, Instant)>,
     /// Why the partition cannot advance (dead-letter writes failing).
     blocked: Option<String>,
     /// The offset an exactly-once sink was last asked to commit with no records
@@ -106,6 +116,23 @@ struct Part {
 impl Part {
     fn queued(&self) -> usize {
         self.worker.queued() + self.stash.len()
+    }
+
+    /// The offset lag counts from: the committed one, else where consuming started.
+    fn oldest_uncommitted(&self, starts_at_log_start: bool) -> Option<i64> {
+        self.committed.or(self.start).or(self.log_start.filter(|_| starts_at_log_start))
+    }
+
+    /// Now less the timestamp of the oldest record not yet committed; 0 when
+    /// caught up; None while that record's time is not known.
+    fn lag_ms(&self, lag: Option<i64>, starts_at_log_start: bool, now_ms: i64) -> Option<i64> {
+        match lag? {
+            0 => Some(0),
+            _ => match (self.record_time, self.oldest_uncommitted(starts_at_log_start)) {
+                (Some((at, Some(ts))), Some(from)) if at == from => Some((now_ms - ts).max(0)),
+                _ => None,
+            },
+        }
     }
 }
 
@@ -178,6 +205,8 @@ pub struct Core {
     pub queue_bytes: usize,
     /// Reads partition facts off the poll thread.
     pub facts: Option<super::facts::PartitionFacts>,
+    /// Reads the timestamps behind lag in time off the poll thread.
+    pub record_times: Option<super::record_times::RecordTimes>,
 }
 
 impl Core {
@@ -248,6 +277,7 @@ impl Core {
             reads_uncommitted: false,
             queue_bytes: 32 << 20,
             facts: None,
+            record_times: None,
         }
     }
 

@@ -53,6 +53,7 @@ impl Core {
                 let high_watermark = p.high_watermark.max(p.position);
                 let start = p.start.or(p.log_start.filter(|_| self.starts_at_log_start));
                 let lag = lag(high_watermark, p.committed, start);
+                let now = ms(SystemTime::now()) as i64;
                 PartitionView {
                     topic: tp.0.clone(),
                     partition: tp.1,
@@ -63,6 +64,8 @@ impl Core {
                     finished: p.tracker.watermark(),
                     high_watermark,
                     lag,
+                    lag_ms: p.lag_ms(lag, self.starts_at_log_start, now),
+                    last_processed_age_ms: p.last_processed_ts.map(|ts| (now - ts).max(0)),
                     queued: p.queued(),
                     in_flight: p.tracker.unfinished(),
                     rate: p.rate,

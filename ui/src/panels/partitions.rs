@@ -1,4 +1,4 @@
-//! One row per assigned partition: state, offsets, lag with a bar, rate.
+//! One row per assigned partition: state, offsets, lag with a bar and in time, rate.
 //! Columns are fitted like the other tables: numbers are never cut (a column
 //! that does not fit goes whole), a long topic name is shortened but keeps its
 //! partition number.
@@ -20,7 +20,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, s: &Snapshot) {
     let rows = app.partitions(s);
     let max_lag = rows.iter().filter_map(|p| p.lag).max().unwrap_or(0).max(1);
     let opt = |o: Option<i64>| o.map_or("-".to_string(), |v| v.to_string());
-    let texts: Vec<[String; 8]> = rows
+    let texts: Vec<[String; 9]> = rows
         .iter()
         .map(|p| {
             [
@@ -30,6 +30,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, s: &Snapshot) {
                 opt(p.committed),
                 opt(p.high_watermark),
                 p.lag.map_or("?".to_string(), |l| l.to_string()),
+                p.lag_ms.map_or("?".to_string(), |ms| time::span(ms.max(0) as u64)),
                 time::count(p.rate),
                 p.queued.to_string(),
             ]
@@ -47,8 +48,9 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, s: &Snapshot) {
         Column::new("high wm", Kind::Number, 5, column(4)),
         Column::new("lag", Kind::Number, 8, column(5)),
         Column::new("", Kind::Number, 3, [bar.as_str()]),
-        Column::new("rec/s", Kind::Number, 4, column(6)),
-        Column::new("queued", Kind::Number, 1, column(7)),
+        Column::new("behind", Kind::Number, 5, column(6)),
+        Column::new("rec/s", Kind::Number, 4, column(7)),
+        Column::new("queued", Kind::Number, 1, column(8)),
     ];
     let widths = fit::fit(&columns, area.width.saturating_sub(2));
     let selected = app.selected(Panel::Partitions);
@@ -63,7 +65,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, s: &Snapshot) {
                 Span::styled("█".repeat(filled.min(BAR)), if lag > 0 { Style::default().fg(ratatui::style::Color::Yellow) } else { Style::default() }),
                 Span::styled("·".repeat(BAR - filled.min(BAR)), style::dim()),
             ]);
-            let [name, state, position, committed, high, lag_text, rate, queued] = t;
+            let [name, state, position, committed, high, lag_text, behind, rate, queued] = t;
             let name_width = widths[0].unwrap_or(0) as usize;
             let values: Vec<Cell> = vec![
                 Cell::from(shorten_keeping_partition(&p.topic, p.partition, &name, name_width)),
@@ -73,6 +75,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, s: &Snapshot) {
                 Cell::from(high),
                 Cell::from(lag_text),
                 Cell::from(bar),
+                Cell::from(behind),
                 Cell::from(rate),
                 Cell::from(queued),
             ];
