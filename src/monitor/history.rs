@@ -91,14 +91,15 @@ impl History {
         let (table, at, unit_ms) = if per_second { ("lag_1s", "at_s", 1000) } else { ("lag_1m", "at_min", 60_000) };
         let from = (now_ms.saturating_sub(span_ms) / unit_ms) as i64;
         let sql = format!(
-            "SELECT {at}, CASE WHEN COUNT(lag) = COUNT(*) THEN SUM(lag) END, MAX(lag_ms)
+            "SELECT {at}, CASE WHEN COUNT(lag) = COUNT(*) THEN SUM(lag) END, MAX(lag_ms),
+                    CASE WHEN COUNT(committed) = COUNT(*) THEN SUM(committed) END
              FROM {table} WHERE cluster = ?1 AND grp = ?2 AND {at} >= ?3 GROUP BY {at} ORDER BY {at}"
         );
         let fail = |e: rusqlite::Error| format!("history read failed: {e}");
         let mut q = self.conn.prepare_cached(&sql).map_err(fail)?;
         let rows = q
             .query_map(params![cluster, group, from], |r| {
-                Ok(LagPoint { at_ms: r.get::<_, i64>(0)? as u64 * unit_ms, lag: r.get(1)?, lag_ms: r.get(2)? })
+                Ok(LagPoint { at_ms: r.get::<_, i64>(0)? as u64 * unit_ms, lag: r.get(1)?, lag_ms: r.get(2)?, committed: r.get(3)? })
             })
             .map_err(fail)?;
         rows.collect::<Result<_, _>>().map_err(fail)
@@ -116,7 +117,14 @@ mod tests {
             partitions: lags
                 .iter()
                 .enumerate()
-                .map(|(i, lag)| GroupPartitionView { topic: "t".into(), partition: i as i32, lag: *lag, lag_ms: lag.map(|l| l * 10), ..Default::default() })
+                .map(|(i, lag)| GroupPartitionView {
+                    topic: "t".into(),
+                    partition: i as i32,
+                    lag: *lag,
+                    lag_ms: lag.map(|l| l * 10),
+                    committed: Some(100),
+                    ..Default::default()
+                })
                 .collect(),
             ..Default::default()
         }
@@ -135,8 +143,8 @@ mod tests {
         let h = History::open(&path).unwrap();
         let points = h.chart("c", "g", 60_000, T0 + 1500).unwrap();
         assert_eq!(points, vec![
-            LagPoint { at_ms: T0, lag: Some(7), lag_ms: Some(40) },
-            LagPoint { at_ms: T0 + 1000, lag: None, lag_ms: Some(50) },
+            LagPoint { at_ms: T0, lag: Some(7), lag_ms: Some(40), committed: Some(200) },
+            LagPoint { at_ms: T0 + 1000, lag: None, lag_ms: Some(50), committed: Some(200) },
         ]);
         assert!(h.chart("other", "g", 60_000, T0 + 1500).unwrap().is_empty());
     }
@@ -150,7 +158,7 @@ mod tests {
         }
         // The first minute is whole: one row with its worst lag.
         let minutes = h.chart("c", "g", 24 * 3_600_000, T0 + 120_000).unwrap();
-        assert_eq!(minutes.first(), Some(&LagPoint { at_ms: T0, lag: Some(59), lag_ms: Some(590) }));
+        assert_eq!(minutes.first(), Some(&LagPoint { at_ms: T0, lag: Some(59), lag_ms: Some(590), committed: Some(100) }));
         // Two hours later the per-second rows of then are gone, the minutes kept.
         let later = T0 + 2 * 3_600_000;
         h.record("c", &[group(&[Some(0)])], later).unwrap();

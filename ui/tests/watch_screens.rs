@@ -50,7 +50,9 @@ fn group(name: &str, state: &str, members: usize, partitions: Vec<GroupPartition
         partitions,
         verdict,
         history: "__consumer_offsets, from 10m before start".into(),
-        lag_history: (0..60).map(|i| LagPoint { at_ms: NOW - (59 - i) * 1000, lag: Some(100 + i as i64 * 5), lag_ms: Some(2000) }).collect(),
+        lag_history: (0..60)
+            .map(|i| LagPoint { at_ms: NOW - (59 - i) * 1000, lag: Some(100 + i as i64 * 5), lag_ms: Some(2000), committed: Some(1000 + i as i64 * 250) })
+            .collect(),
     }
 }
 

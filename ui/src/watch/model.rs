@@ -109,4 +109,8 @@ pub struct LagPoint {
     pub lag: Option<i64>,
     /// The most behind partition's lag in time.
     pub lag_ms: Option<i64>,
+    /// Committed offsets summed over the group's partitions (their rise is the
+    /// group's throughput); None if any was unknown.
+    #[serde(default)]
+    pub committed: Option<i64>,
 }

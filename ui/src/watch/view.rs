@@ -233,10 +233,10 @@ fn render_members(frame: &mut Frame, area: Rect, app: &WatchApp, group: Option<&
 }
 
 /// The points bucketed into `width` columns over the span ending `now`: each
-/// column the worst (largest) lag of its points. A column with an unknown
+/// column the worst (largest) value of its points. A column with an unknown
 /// point is a gap; so is one with no point, unless it is only narrower than
 /// the samples are apart (`every_ms`): it then shows the column before it.
-pub fn columns(points: &[LagPoint], span_ms: u64, every_ms: u64, now_ms: u64, width: usize) -> Vec<Option<u64>> {
+pub fn columns(points: &[(u64, Option<u64>)], span_ms: u64, every_ms: u64, now_ms: u64, width: usize) -> Vec<Option<u64>> {
     if width == 0 {
         return Vec::new();
     }
@@ -244,17 +244,17 @@ pub fn columns(points: &[LagPoint], span_ms: u64, every_ms: u64, now_ms: u64, wi
     enum Col {
         Empty,
         Unknown,
-        Lag(u64),
+        Value(u64),
     }
     let mut cols = vec![Col::Empty; width];
     let start = now_ms.saturating_sub(span_ms);
-    for p in points.iter().filter(|p| p.at_ms >= start && p.at_ms <= now_ms) {
-        let i = ((((p.at_ms - start) as u128) * width as u128) / (span_ms.max(1) as u128 + 1)) as usize;
+    for &(at_ms, value) in points.iter().filter(|(at, _)| *at >= start && *at <= now_ms) {
+        let i = ((((at_ms - start) as u128) * width as u128) / (span_ms.max(1) as u128 + 1)) as usize;
         let c = &mut cols[i.min(width - 1)];
-        *c = match (p.lag, *c) {
+        *c = match (value, *c) {
             (None, _) | (_, Col::Unknown) => Col::Unknown,
-            (Some(l), Col::Lag(m)) => Col::Lag(m.max(l.max(0) as u64)),
-            (Some(l), Col::Empty) => Col::Lag(l.max(0) as u64),
+            (Some(v), Col::Value(m)) => Col::Value(m.max(v)),
+            (Some(v), Col::Empty) => Col::Value(v),
         };
     }
     let column_ms = span_ms / width as u64;
@@ -264,10 +264,10 @@ pub fn columns(points: &[LagPoint], span_ms: u64, every_ms: u64, now_ms: u64, wi
     let mut last = None;
     for c in cols {
         match c {
-            Col::Lag(l) => {
-                last = Some(l);
+            Col::Value(v) => {
+                last = Some(v);
                 since_point = 0;
-                out.push(Some(l));
+                out.push(Some(v));
             }
             Col::Unknown => {
                 last = None;
@@ -282,21 +282,47 @@ pub fn columns(points: &[LagPoint], span_ms: u64, every_ms: u64, now_ms: u64, wi
     out
 }
 
+/// Offsets committed per second between consecutive points; unknown where
+/// either sum is, and over a reset (the sum went down).
+pub fn commit_rates(points: &[LagPoint]) -> Vec<(u64, Option<u64>)> {
+    points
+        .windows(2)
+        .map(|w| {
+            let dt = w[1].at_ms.saturating_sub(w[0].at_ms);
+            let rate = match (w[0].committed, w[1].committed) {
+                (Some(a), Some(b)) if b >= a && dt > 0 => Some(((b - a) as u64 * 1000) / dt),
+                _ => None,
+            };
+            (w[1].at_ms, rate)
+        })
+        .collect()
+}
+
 fn render_chart(frame: &mut Frame, area: Rect, app: &WatchApp, group: Option<&GroupView>, now: u64) {
     let points = group.map(|g| g.lag_history.as_slice()).unwrap_or_default();
     let inner = area.width.saturating_sub(2) as usize;
-    let every_ms = if app.zoom.span_ms() <= 3_600_000 { 1000 } else { 60_000 };
-    let data = columns(points, app.zoom.span_ms(), every_ms, now, inner);
-    let max = data.iter().flatten().max().copied();
+    let span = app.zoom.span_ms();
+    let every_ms = if span <= 3_600_000 { 1000 } else { 60_000 };
+    let lags: Vec<(u64, Option<u64>)> = points.iter().map(|p| (p.at_ms, p.lag.map(|l| l.max(0) as u64))).collect();
+    let lag = columns(&lags, span, every_ms, now, inner);
+    let rates = columns(&commit_rates(points), span, every_ms, now, inner);
+    let max = lag.iter().flatten().max().copied();
     let worst_time = points.iter().filter_map(|p| p.lag_ms).max();
+    let latest_rate = rates.iter().rev().find_map(|r| *r);
+    // Lag (its worst over the span, in records and time), then the latest commit rate (cyan, below).
     let title = format!(
-        " Lag {} (z) max {}{} ",
+        " Lag {} (z) max {}{} · {}/s ",
         app.zoom.label(),
         max.map_or("?".to_string(), |m| time::count(m as f64)),
-        worst_time.map_or(String::new(), |ms| format!(", {} behind at worst", time::span(ms.max(0) as u64)))
+        worst_time.map_or(String::new(), |ms| format!(" · {} behind", time::span(ms.max(0) as u64))),
+        latest_rate.map_or("?".to_string(), |r| time::count(r as f64)),
     );
-    let sparkline = Sparkline::default().data(data).style(Style::default().fg(Color::Yellow)).block(block(title, false));
-    frame.render_widget(sparkline, area);
+    let outer = block(title, false);
+    let body = outer.inner(area);
+    frame.render_widget(outer, area);
+    let [top, bottom] = Layout::vertical([Constraint::Min(1), Constraint::Length(2)]).areas(body);
+    frame.render_widget(Sparkline::default().data(lag).style(Style::default().fg(Color::Yellow)), top);
+    frame.render_widget(Sparkline::default().data(rates).style(Style::default().fg(Color::Cyan)), bottom);
 }
 
 fn render_footer(frame: &mut Frame, area: Rect, app: &WatchApp, s: &WatchSnapshot) {
@@ -353,16 +379,23 @@ mod tests {
 
     #[test]
     fn chart_columns_keep_the_worst_lag_and_show_unknown_as_a_gap() {
-        let p = |at_ms, lag| LagPoint { at_ms, lag, lag_ms: None };
+        let p = |at_ms, lag: Option<u64>| (at_ms, lag);
         let points = [p(1_000, Some(5)), p(1_400, Some(9)), p(5_000, None), p(9_000, Some(2))];
         let cols = columns(&points, 10_000, 1000, 10_000, 5);
         assert_eq!(cols, vec![Some(9), None, None, None, Some(2)]);
         // Columns narrower than the samples are apart: a column between two samples
         // shows the one before; a longer absence stays a gap.
-        let every_second: Vec<LagPoint> = (0..10).map(|s| p(s * 1000, Some(s as i64))).collect();
+        let every_second: Vec<(u64, Option<u64>)> = (0..10).map(|s| p(s * 1000, Some(s))).collect();
         let cols = columns(&every_second, 10_000, 1000, 10_000, 15);
         assert!(cols.iter().skip(1).all(Option::is_some), "{cols:?}");
         let cols = columns(&[p(0, Some(1)), p(9_000, Some(1))], 10_000, 1000, 10_000, 15);
         assert_eq!(cols.iter().filter(|c| c.is_none()).count(), 15 - 2 - 2, "{cols:?}");
+    }
+
+    #[test]
+    fn the_commit_rate_is_unknown_over_a_reset_or_an_unknown_sum() {
+        let p = |at_ms, committed| LagPoint { at_ms, committed, ..Default::default() };
+        let rates = commit_rates(&[p(0, Some(100)), p(1000, Some(350)), p(2000, Some(0)), p(3000, None), p(4000, Some(10))]);
+        assert_eq!(rates, vec![(1000, Some(250)), (2000, None), (3000, None), (4000, None)]);
     }
 }
