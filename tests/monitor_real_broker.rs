@@ -185,6 +185,45 @@ fn a_partition_behind_that_stops_committing_is_stop() {
     assert!(started.elapsed() >= Duration::from_secs(2), "STOP before --stop-after passed: {last}");
 }
 
+#[test]
+fn a_kdeck_member_whose_processing_is_stuck_is_stop_while_its_group_stays_stable() {
+    let topic = unique("mon-stuck");
+    create_topic(&topic, 1);
+    produce_with_kcat(&topic, 10, 20);
+    let g = unique("mon-stuck-g");
+    let dir = tempfile::tempdir().unwrap();
+    // The child answers ten records, then never again: processing is stuck.
+    let sink = "exec:n=0; while IFS= read -r line; do n=$((n+1)); if [ $n -gt 10 ]; then sleep 3600; fi; echo ok; done";
+    let mut member = kdeck()
+        .args(["run", "--headless", "-b", &brokers(), "-G", &g, "-t", &topic, "--sink", sink, "--exec-timeout", "10m", "--commit", "per-message"])
+        .arg("--log-file")
+        .arg(dir.path().join("kdeck.log"))
+        .arg("--audit")
+        .arg(dir.path().join("audit.sqlite"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the first ten committed", Duration::from_secs(60), || committed_offsets(&g, &topic).get(&0) == Some(&10));
+    produce(&topic, 0, 20, None);
+    let mut last = Value::Null;
+    wait_for("STOP", Duration::from_secs(60), || {
+        let Ok((status, report)) = try_lag(&[&g], &["--stop-after", "2s"]) else { return false };
+        last = report;
+        let p = partition(&last, &g, 0);
+        status == 2 && group(&last, &g)["verdict"] == "STOP" && p["committed"].as_i64() == Some(10)
+    });
+    assert_eq!(group(&last, &g)["state"], "Stable", "the member is there, its processing is not: {last}");
+    assert_eq!(partition(&last, &g, 0)["lag"].as_i64(), Some(20));
+    // --all lists it too.
+    let out = kdeck().args(["lag", "--json", "--all", "-b", &brokers()]).output().unwrap();
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(all["groups"].as_array().unwrap().iter().any(|x| x["group"] == g.as_str()), "{all}");
+    // Stuck on a record: no graceful drain to wait for.
+    let _ = member.kill();
+    let _ = member.wait();
+}
+
 /// A member of a KIP-848 ("consumer" protocol) group, polling in a thread until dropped.
 struct Kip848Member {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
