@@ -70,13 +70,24 @@ fn metrics_url(child: &mut Child) -> String {
     url
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// `kdeck ARGS --metrics 127.0.0.1:0` with its log (and audit, history) in
+/// `dir`; its metrics URL.
+fn spawn_with_metrics(args: &[&str], dir: &std::path::Path) -> (Killed, String) {
+    let mut child = Killed(
+        kdeck()
+            .args(args)
+            .args(["--metrics", "127.0.0.1:0"])
+            .arg("--log-file")
+            .arg(dir.join("kdeck.log"))
+            .arg(if args[0] == "watch" { "--history" } else { "--audit" })
+            .arg(dir.join("store.sqlite"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let url = metrics_url(&mut child.0);
+    (child, url)
 }
 
 #[test]
@@ -86,19 +97,7 @@ fn run_serves_its_counters_lag_and_commit_latency() {
     produce_with_kcat(&topic, 200, 50);
     let group = unique("metrics-run-g");
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Killed(
-        kdeck()
-            .args(["run", "--headless", "-b", &brokers(), "-G", &group, "-t", &topic, "--metrics", "127.0.0.1:0", "--commit", "batch:10"])
-            .arg("--log-file")
-            .arg(dir.path().join("kdeck.log"))
-            .arg("--audit")
-            .arg(dir.path().join("audit.sqlite"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let url = metrics_url(&mut child.0);
+    let (_child, url) = spawn_with_metrics(&["run", "--headless", "-b", &brokers(), "-G", &group, "-t", &topic, "--commit", "batch:10"], dir.path());
     let g = format!("group={group}");
     let mut last = Series::new();
     wait_for("every record processed and committed", Duration::from_secs(60), || {
@@ -128,19 +127,7 @@ fn watch_serves_lag_in_records_and_seconds_and_one_verdict_per_group() {
     let group = unique("metrics-watch-g");
     commit_offset(&group, &topic, 0, 10);
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Killed(
-        kdeck()
-            .args(["watch", "--json", "-b", &brokers(), "-G", &group, "--metrics", "127.0.0.1:0"])
-            .arg("--history")
-            .arg(dir.path().join("history.sqlite"))
-            .arg("--log-file")
-            .arg(dir.path().join("kdeck.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let url = metrics_url(&mut child.0);
+    let (_child, url) = spawn_with_metrics(&["watch", "--json", "-b", &brokers(), "-G", &group], dir.path());
     let labels = format!("group={group},partition=0,topic={topic}");
     let mut last = Series::new();
     wait_for("the first sample", Duration::from_secs(30), || {
@@ -164,19 +151,7 @@ fn watch_serves_lag_in_records_and_seconds_and_one_verdict_per_group() {
 #[test]
 fn demo_serves_metrics_and_a_bad_address_is_one_sentence() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Killed(
-        kdeck()
-            .args(["demo", "--headless", "--rate", "500", "--duration", "60s", "--metrics", "127.0.0.1:0"])
-            .arg("--log-file")
-            .arg(dir.path().join("demo.log"))
-            .arg("--audit")
-            .arg(dir.path().join("audit.sqlite"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let url = metrics_url(&mut child.0);
+    let (_child, url) = spawn_with_metrics(&["demo", "--headless", "--rate", "500", "--duration", "60s"], dir.path());
     wait_for("demo records consumed", Duration::from_secs(60), || {
         scrape(&url).iter().any(|((name, _), v)| name == "kdeck_records_consumed_total" && *v > 0.0)
     });

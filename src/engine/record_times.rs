@@ -51,7 +51,6 @@ pub fn first_timestamps(consumer: &BaseConsumer, wanted: &[(Tp, i64)], wait: Dur
 pub fn reader(config: &ClientConfig) -> Result<BaseConsumer, String> {
     let mut config = config.clone();
     config.remove("group.instance.id");
-    config.remove("group.protocol");
     config
         .set("group.id", "kdeck-record-times")
         .set("enable.auto.commit", "false")

@@ -453,3 +453,13 @@ pub fn commit_offset(group: &str, topic: &str, partition: i32, offset: i64) {
     tpl.add_partition_offset(topic, partition, Offset::Offset(offset)).unwrap();
     c.commit(&tpl, CommitMode::Sync).unwrap();
 }
+
+/// A child process killed (and reaped) when dropped, whatever the test's outcome.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -165,18 +165,7 @@ impl App {
     /// most keys only change the view).
     pub fn handle_key(&mut self, key: &KeyEvent, live: &Snapshot) -> Vec<Intent> {
         if self.editing_filter {
-            match key.code {
-                KeyCode::Enter => self.editing_filter = false,
-                KeyCode::Esc => {
-                    self.editing_filter = false;
-                    self.filter.clear();
-                }
-                KeyCode::Backspace => {
-                    self.filter.pop();
-                }
-                KeyCode::Char(c) => self.filter.push(c),
-                _ => {}
-            }
+            edit_filter(&mut self.filter, &mut self.editing_filter, key.code);
             self.selected[self.focus.index()] = 0;
             return vec![];
         }
@@ -345,4 +334,26 @@ impl App {
             Panel::Log => panels::log::render(frame, area, self, s),
         }
     }
+}
+
+/// A key while a filter is being typed: characters add to it, backspace takes
+/// one away, enter keeps it, esc clears it; the last two end the typing.
+/// True when enter kept it.
+pub fn edit_filter(filter: &mut String, editing: &mut bool, code: KeyCode) -> bool {
+    match code {
+        KeyCode::Enter => {
+            *editing = false;
+            return true;
+        }
+        KeyCode::Esc => {
+            *editing = false;
+            filter.clear();
+        }
+        KeyCode::Backspace => {
+            filter.pop();
+        }
+        KeyCode::Char(c) => filter.push(c),
+        _ => {}
+    }
+    false
 }

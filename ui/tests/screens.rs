@@ -2,13 +2,16 @@
 //! compared with insta snapshots; colours that carry meaning asserted on cells;
 //! keys as table tests.
 
+mod common;
+
+use common::{key, text};
 use kdeck_ui::app::{App, Overlay, Panel};
 use kdeck_ui::intent::{Intent, ReplayMode};
 use kdeck_ui::keymap::{Action, KeyMap};
 use kdeck_ui::model::*;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyEventState, KeyModifiers};
+use ratatui::crossterm::event::KeyCode;
 use ratatui::style::Color;
 use ratatui::Terminal;
 
@@ -124,15 +127,6 @@ fn draw(app: &App, s: &Snapshot, w: u16, h: u16) -> Buffer {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
     t.draw(|f| app.render(f, s)).unwrap();
     t.backend().buffer().clone()
-}
-
-fn text(b: &Buffer) -> String {
-    let w = b.area.width as usize;
-    b.content.chunks(w).map(|row| row.iter().map(|c| c.symbol()).collect::<String>().trim_end().to_string()).collect::<Vec<_>>().join("\n")
-}
-
-fn key(code: KeyCode) -> KeyEvent {
-    KeyEvent { code, modifiers: KeyModifiers::NONE, kind: KeyEventKind::Press, state: KeyEventState::NONE }
 }
 
 fn find(b: &Buffer, needle: &str) -> (u16, u16) {

@@ -2,12 +2,15 @@
 //! cells, and keys: group switching, sort, zoom, and the offset-reset flow
 //! (refused on a group with members, confirmed on an Empty one).
 
+mod common;
+
+use common::{key, text};
 use kdeck_ui::watch::app::{Focus, Sort, WatchApp, WatchOverlay, Zoom};
 use kdeck_ui::watch::intent::{ResetTarget, WatchIntent};
 use kdeck_ui::watch::model::*;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyEventState, KeyModifiers};
+use ratatui::crossterm::event::KeyCode;
 use ratatui::style::Color;
 use ratatui::Terminal;
 
@@ -83,15 +86,6 @@ fn draw(app: &WatchApp, s: &WatchSnapshot, w: u16, h: u16) -> Buffer {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
     t.draw(|f| kdeck_ui::watch::view::render(f, app, s)).unwrap();
     t.backend().buffer().clone()
-}
-
-fn text(b: &Buffer) -> String {
-    let w = b.area.width as usize;
-    b.content.chunks(w).map(|row| row.iter().map(|c| c.symbol()).collect::<String>().trim_end().to_string()).collect::<Vec<_>>().join("\n")
-}
-
-fn key(code: KeyCode) -> KeyEvent {
-    KeyEvent { code, modifiers: KeyModifiers::NONE, kind: KeyEventKind::Press, state: KeyEventState::NONE }
 }
 
 fn press(app: &mut WatchApp, s: &WatchSnapshot, keys: &[KeyCode]) -> Vec<WatchIntent> {

@@ -168,23 +168,9 @@ impl WatchApp {
             return self.overlay_key(overlay, key);
         }
         if self.editing_filter {
-            match key.code {
-                KeyCode::Enter => {
-                    self.editing_filter = false;
-                    // The group found stays selected when the filter is cleared.
-                    if self.focus == Focus::Groups {
-                        self.group = self.selected_group(s).map(|g| g.description.group.clone());
-                    }
-                }
-                KeyCode::Esc => {
-                    self.editing_filter = false;
-                    self.filter.clear();
-                }
-                KeyCode::Backspace => {
-                    self.filter.pop();
-                }
-                KeyCode::Char(c) => self.filter.push(c),
-                _ => {}
+            // The group found stays selected when the filter is cleared.
+            if crate::app::edit_filter(&mut self.filter, &mut self.editing_filter, key.code) && self.focus == Focus::Groups {
+                self.group = self.selected_group(s).map(|g| g.description.group.clone());
             }
             return Vec::new();
         }
