@@ -425,18 +425,7 @@ fn an_open_transaction_on_the_groups_offsets_is_waited_for_across_a_rebalance() 
     let group = unique("g-eos-unstable");
 
     // The holder: offset 50 of partition 0 sent in a transaction that stays open.
-    let meta = ClientConfig::new().set("bootstrap.servers", brokers()).set("group.id", &group).create::<BaseConsumer>().unwrap();
-    let holder: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("transactional.id", unique("holder"))
-        .set("transaction.timeout.ms", "120000")
-        .create()
-        .unwrap();
-    holder.init_transactions(Duration::from_secs(30)).unwrap();
-    holder.begin_transaction().unwrap();
-    let mut held = rdkafka::TopicPartitionList::new();
-    held.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(50)).unwrap();
-    holder.send_offsets_to_transaction(&held, &meta.group_metadata().unwrap(), Duration::from_secs(30)).unwrap();
+    let holder = hold_offset_in_open_transaction(&group, &topic, 0, 50);
 
     let run = Run {
         topic: topic.clone(),

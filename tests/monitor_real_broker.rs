@@ -224,6 +224,34 @@ fn a_kdeck_member_whose_processing_is_stuck_is_stop_while_its_group_stays_stable
     let _ = member.wait();
 }
 
+#[test]
+fn watching_never_commits_for_the_watched_group_even_when_x_says_so() {
+    let topic = unique("mon-nocommit");
+    create_topic(&topic, 1);
+    produce(&topic, 0, 20, None);
+    let g = unique("mon-nocommit-g");
+    commit_offset(&g, &topic, 0, 5);
+    let (_, report) = lag(&[&g], &["-X", &format!("group.id={g}"), "-X", "enable.auto.commit=true", "-X", "enable.auto.offset.store=true", "-X", "auto.commit.interval.ms=50"]);
+    assert_eq!(partition(&report, &g, 0)["lag_ms"].as_i64().is_some(), true, "the record at 5 was read: {report}");
+    assert_eq!(committed_offsets(&g, &topic).get(&0), Some(&5), "kdeck lag committed for the group it watches");
+}
+
+#[test]
+fn two_groups_behind_on_one_partition_both_get_their_lag_in_time() {
+    let topic = unique("mon-two");
+    create_topic(&topic, 1);
+    produce(&topic, 0, 5, Some(now_ms() - 300_000));
+    produce(&topic, 0, 5, Some(now_ms() - 60_000));
+    let (a, b) = (unique("mon-two-a"), unique("mon-two-b"));
+    commit_offset(&a, &topic, 0, 3);
+    commit_offset(&b, &topic, 0, 7);
+    let (_, report) = lag(&[&a, &b], &[]);
+    let lag_a = partition(&report, &a, 0)["lag_ms"].as_i64().expect("a's lag in time");
+    let lag_b = partition(&report, &b, 0)["lag_ms"].as_i64().expect("b's lag in time");
+    assert!((290_000..400_000).contains(&lag_a), "{lag_a}");
+    assert!((50_000..150_000).contains(&lag_b), "{lag_b}");
+}
+
 /// A member of a KIP-848 ("consumer" protocol) group, polling in a thread until dropped.
 struct Kip848Member {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,

@@ -18,32 +18,49 @@ use super::Tp;
 /// How long one round of reading may take.
 const WAIT: Duration = Duration::from_secs(2);
 
-/// (partition, the offset asked for) → the timestamp of the first record at
-/// or after it; None: the record has no timestamp. Partitions whose record did
-/// not arrive within `wait` (nothing there yet, or an open transaction holding
-/// read_committed back) are left out.
-pub fn first_timestamps(consumer: &BaseConsumer, wanted: &[(Tp, i64)], wait: Duration) -> HashMap<Tp, (i64, Option<i64>)> {
+/// (partition, offset asked for) → the timestamp of the first record at or
+/// after that offset; None: the record has no timestamp. Several offsets of
+/// one partition are read in rounds (one offset per partition a round), each
+/// round for up to `wait`. A record that did not arrive in its round (nothing
+/// there yet, or an open transaction holding read_committed back) is left out.
+pub fn first_timestamps(consumer: &BaseConsumer, wanted: &[(Tp, i64)], wait: Duration) -> HashMap<(Tp, i64), Option<i64>> {
     let mut found = HashMap::new();
+    let mut left: Vec<(Tp, i64)> = wanted.to_vec();
+    left.sort();
+    left.dedup();
+    while !left.is_empty() {
+        // This round: the first offset left of each partition.
+        let mut round: Vec<(Tp, i64)> = Vec::new();
+        left.retain(|(tp, o)| {
+            if round.iter().any(|(r, _)| r == tp) {
+                true
+            } else {
+                round.push((tp.clone(), *o));
+                false
+            }
+        });
+        read_round(consumer, round, wait, &mut found);
+    }
+    found
+}
+
+fn read_round(consumer: &BaseConsumer, mut missing: Vec<(Tp, i64)>, wait: Duration, found: &mut HashMap<(Tp, i64), Option<i64>>) {
     let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), offset) in wanted {
-        if tpl.find_partition(topic, *partition).is_none() {
-            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
-        }
+    for ((topic, partition), offset) in &missing {
+        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
     }
-    if tpl.count() == 0 || consumer.assign(&tpl).is_err() {
-        return found;
+    if consumer.assign(&tpl).is_err() {
+        return;
     }
-    let mut missing: Vec<(Tp, i64)> = wanted.to_vec();
     let deadline = Instant::now() + wait;
     while !missing.is_empty() && Instant::now() < deadline {
         let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else { continue };
         if let Some(i) = missing.iter().position(|((t, p), o)| t == m.topic() && *p == m.partition() && m.offset() >= *o) {
-            let (tp, offset) = missing.swap_remove(i);
-            found.insert(tp, (offset, m.timestamp().to_millis().filter(|ts| *ts >= 0)));
+            let asked = missing.swap_remove(i);
+            found.insert(asked, m.timestamp().to_millis().filter(|ts| *ts >= 0));
         }
     }
     let _ = consumer.unassign();
-    found
 }
 
 /// A client for `first_timestamps`: the given config (cluster, security) with
@@ -78,8 +95,15 @@ impl RecordTimes {
         std::thread::Builder::new()
             .name("kdeck-record-times".into())
             .spawn(move || {
-                for wanted in asked {
-                    for (tp, (offset, ts)) in first_timestamps(&consumer, &wanted, WAIT) {
+                while let Ok(mut wanted) = asked.recv() {
+                    // Questions that queued up while reading are answered together.
+                    for more in asked.try_iter() {
+                        wanted.extend(more);
+                    }
+                    // Only the latest question about a partition still matters.
+                    let latest: HashMap<Tp, i64> = wanted.drain(..).collect();
+                    let wanted: Vec<(Tp, i64)> = latest.into_iter().collect();
+                    for ((tp, offset), ts) in first_timestamps(&consumer, &wanted, WAIT) {
                         if answer.send((tp, offset, ts)).is_err() {
                             return;
                         }

@@ -23,12 +23,14 @@ pub struct GroupListing {
     pub simple: bool,
 }
 
-/// A committed offset; None when the group has none for the partition.
+/// A committed offset; None when the group has none for the partition, or
+/// when it could not be read (then `error` says why).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
     pub topic: String,
     pub partition: i32,
     pub offset: Option<i64>,
+    pub error: Option<String>,
 }
 
 pub fn list_groups(client: &BaseConsumer, timeout: Duration) -> Result<Vec<GroupListing>, String> {
@@ -110,9 +112,10 @@ pub fn describe_groups(client: &BaseConsumer, groups: &[String], timeout: Durati
     Ok(out)
 }
 
-/// Every partition the group has an offset for, as a transactional commit in
-/// progress allows (require_stable: an offset held by an open transaction is
-/// waited for rather than read).
+/// Every partition the group has an offset for, read as read_committed does
+/// (require_stable). An offset an open transaction holds is not waited for:
+/// librdkafka's admin call does not retry UNSTABLE_OFFSET_COMMIT, so that
+/// partition comes back with the error, and the others are read.
 pub fn committed_offsets(client: &BaseConsumer, group: &str, timeout: Duration) -> Result<Vec<Committed>, String> {
     let name = CString::new(group).map_err(|_| format!("group `{group}` contains a NUL byte"))?;
     let event = call(client, Op::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS, timeout, |rk, opts, q| unsafe {
@@ -132,10 +135,9 @@ pub fn committed_offsets(client: &BaseConsumer, group: &str, timeout: Duration) 
                 return Err(format!("cannot read the committed offsets of group `{group}`: {}", error_string(error)));
             }
             for (topic, partition, offset, err) in elements(rdsys::rd_kafka_group_result_partitions(g)) {
-                if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                    return Err(format!("cannot read the committed offset of {topic}[{partition}] for group `{group}`: {}", resp_err(err)));
-                }
-                out.push(Committed { topic, partition, offset: (offset >= 0).then_some(offset) });
+                let error = (err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR).then(|| resp_err(err));
+                let offset = (error.is_none() && offset >= 0).then_some(offset);
+                out.push(Committed { topic, partition, offset, error });
             }
         }
     }

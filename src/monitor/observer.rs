@@ -11,7 +11,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use kdeck_ui::watch::model::{GroupDescription, GroupPartitionView, GroupView};
+use kdeck_ui::watch::model::{GroupDescription, GroupPartitionView, GroupView, Verdict};
 
 use super::admin;
 use crate::engine::record_times;
@@ -47,7 +47,7 @@ pub struct Observer {
     /// Committed offsets seen at the last sample (the history when the log is unreadable).
     last_committed: HashMap<Key, i64>,
     /// (topic, partition) → (committed offset, that record's timestamp).
-    record_times: HashMap<(String, i32), (i64, Option<i64>)>,
+    record_times: HashMap<((String, i32), i64), Option<i64>>,
     seen_since_ms: i64,
 }
 
@@ -129,24 +129,32 @@ impl Observer {
             .iter()
             .flat_map(|m| m.partitions.iter().map(move |tp| (tp.clone(), format!("{}@{}", m.client_id, m.host))))
             .collect();
-        let mut offsets: Vec<((String, i32), Option<i64>)> = committed.iter().map(|c| ((c.topic.clone(), c.partition), c.offset)).collect();
+        let mut offsets: Vec<((String, i32), Option<i64>, Option<String>)> =
+            committed.iter().map(|c| ((c.topic.clone(), c.partition), c.offset, c.error.clone())).collect();
         for tp in members.keys() {
-            if !offsets.iter().any(|(k, _)| k == tp) {
-                offsets.push((tp.clone(), None));
+            if !offsets.iter().any(|(k, _, _)| k == tp) {
+                offsets.push((tp.clone(), None, None));
             }
         }
         offsets.sort();
         let mut partitions = Vec::new();
-        for ((topic, partition), offset) in offsets {
+        for ((topic, partition), offset, error) in offsets {
             let key = (d.group.clone(), topic.clone(), partition);
             let end = ends.get(&(topic.clone(), partition)).copied().flatten();
-            let lag = offset.zip(end).map(|(o, e)| (e - o).max(0));
-            if self.log.is_err() {
-                self.commit_seen_by_polling(&key, offset, lag, now);
+            let lag = lag_of(offset, end);
+            let moved = match offset {
+                Some(o) => self.last_committed.insert(key.clone(), o).is_some_and(|before| before != o),
+                None => false,
+            };
+            if self.log.is_err() && moved {
+                let commit = Commit { offset: offset.unwrap_or_default(), at_ms: now, lag };
+                push(self.history.entry(key.clone()).or_default(), commit, self.options.window);
             }
-            let window: Vec<Commit> = self.history.get(&key).map(|h| h.iter().copied().collect()).unwrap_or_default();
+            let logged: Vec<Commit> = self.history.get(&key).map(|h| h.iter().copied().collect()).unwrap_or_default();
+            let window = verdict::with_current(&logged, offset, moved, lag, now);
             let at = Now { at_ms: now, lag, seen_since_ms: self.seen_since_ms, min_span_ms: self.options.stop_after.as_millis() as i64 };
             partitions.push(GroupPartitionView {
+                error,
                 member: members.get(&(topic.clone(), partition)).cloned(),
                 topic,
                 partition,
@@ -159,25 +167,24 @@ impl Observer {
                 verdict: verdict::evaluate(&window, at),
             });
         }
+        let mut history = match &self.log {
+            Ok(_) => format!("{OFFSETS_TOPIC}, from {} before start", humantime::format_duration(self.options.lookback)),
+            Err(why) => format!("committed offsets polled ({why}): STALL cannot be told from STOP"),
+        };
+        // STOP rests on seeing no commit: not while the log may be hiding some.
+        let stops = partitions.iter().any(|p| p.verdict == Some(Verdict::Stop));
+        if stops && self.log.as_ref().is_ok_and(|log| log.behind(&d.group)) {
+            for p in partitions.iter_mut().filter(|p| p.verdict == Some(Verdict::Stop)) {
+                p.verdict = None;
+            }
+            history = format!("{OFFSETS_TOPIC}, held back by an open transaction: STOP cannot be judged until it ends");
+        }
         GroupView {
             lag_history: Vec::new(),
             verdict: verdict::worst(partitions.iter().map(|p| p.verdict)),
-            history: match &self.log {
-                Ok(_) => format!("{OFFSETS_TOPIC}, from {} before start", humantime::format_duration(self.options.lookback)),
-                Err(why) => format!("committed offsets polled ({why}): STALL cannot be told from STOP"),
-            },
+            history,
             description: d,
             partitions,
-        }
-    }
-
-    /// Without the commit log, a change of the committed offset is the only
-    /// commit that can be seen.
-    fn commit_seen_by_polling(&mut self, key: &Key, offset: Option<i64>, lag: Option<i64>, now: i64) {
-        let Some(offset) = offset else { return };
-        let before = self.last_committed.insert(key.clone(), offset);
-        if before.is_some_and(|b| b != offset) {
-            push(self.history.entry(key.clone()).or_default(), Commit { offset, at_ms: now, lag }, self.options.window);
         }
     }
 
@@ -282,26 +289,22 @@ impl Observer {
     /// Lag in time: the record at each lagging partition's committed offset
     /// is read once (per committed offset) for its timestamp.
     fn fill_lag_times(&mut self, reports: &mut [GroupView], now: i64) {
-        let mut wanted: Vec<((String, i32), i64)> = Vec::new();
-        for p in reports.iter().flat_map(|r| &r.partitions) {
-            let tp = (p.topic.clone(), p.partition);
-            if let (Some(o), Some(lag)) = (p.committed, p.lag) {
-                let cached = self.record_times.get(&tp).is_some_and(|(at, _)| *at == o);
-                if lag > 0 && !cached && !wanted.iter().any(|(w, _)| *w == tp) {
-                    wanted.push((tp, o));
-                }
-            }
-        }
+        // Keyed by the offset too: groups behind on one partition each have theirs.
+        let lagging: Vec<((String, i32), i64)> = reports
+            .iter()
+            .flat_map(|r| &r.partitions)
+            .filter(|p| p.lag.is_some_and(|l| l > 0))
+            .filter_map(|p| p.committed.map(|o| ((p.topic.clone(), p.partition), o)))
+            .collect();
+        self.record_times.retain(|key, _| lagging.contains(key));
+        let wanted: Vec<((String, i32), i64)> = lagging.iter().filter(|k| !self.record_times.contains_key(*k)).cloned().collect();
         if !wanted.is_empty() {
             self.record_times.extend(record_times::first_timestamps(&self.peek, &wanted, Duration::from_secs(2)));
         }
         for p in reports.iter_mut().flat_map(|r| r.partitions.iter_mut()) {
             p.lag_ms = match (p.lag, p.committed) {
                 (Some(0), _) => Some(0),
-                (Some(_), Some(o)) => match self.record_times.get(&(p.topic.clone(), p.partition)) {
-                    Some((at, Some(ts))) if *at == o => Some((now - ts).max(0)),
-                    _ => None,
-                },
+                (Some(_), Some(o)) => self.record_times.get(&((p.topic.clone(), p.partition), o)).copied().flatten().map(|ts| (now - ts).max(0)),
                 _ => None,
             };
         }
@@ -332,16 +335,35 @@ fn now_ms() -> i64 {
 /// because librdkafka's consumer wants one for assign).
 pub(super) fn consumer(options: &Options, group: &str, extra: &[(&str, &str)]) -> Result<BaseConsumer, String> {
     let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &options.brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false");
+    cc.set("bootstrap.servers", &options.brokers);
     for (k, v) in &options.properties {
         cc.set(k, v);
     }
     for (k, v) in extra {
         cc.set(*k, *v);
     }
+    // Last, so no -X can make this client commit, or read as the watched group.
+    cc.set("group.id", group).set("enable.auto.commit", "false").set("enable.auto.offset.store", "false").set("enable.partition.eof", "false");
+    cc.remove("group.instance.id");
     cc.create().map_err(|e| format!("cannot create a Kafka client: {e}"))
+}
+
+/// End less committed; unknown when either is, and when the committed offset
+/// is past the end (the topic was recreated, say): that is not "caught up".
+fn lag_of(committed: Option<i64>, end: Option<i64>) -> Option<i64> {
+    let (c, e) = (committed?, end?);
+    (e >= c).then_some(e - c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lag_of;
+
+    #[test]
+    fn lag_is_unknown_past_the_end() {
+        assert_eq!(lag_of(Some(5), Some(20)), Some(15));
+        assert_eq!(lag_of(Some(20), Some(20)), Some(0));
+        assert_eq!(lag_of(Some(30), Some(20)), None);
+        assert_eq!(lag_of(None, Some(20)), None);
+    }
 }

@@ -73,7 +73,8 @@ pub fn parse(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Entry, String> 
             v.compact_string()?;
             (offset, v.i64()?)
         }
-        _ => return Ok(Entry::Other),
+        // A commit this reader cannot read must not look like no commit.
+        v => return Err(format!("an offset commit of group `{group}` has value version {v}, which kdeck does not read")),
     };
     Ok(Entry::Commit { group, topic, partition, offset, at_ms })
 }
@@ -132,9 +133,14 @@ impl<'a> Reader<'a> {
 /// commits, read from `lookback` ago (under read_committed: a transactional
 /// offset commit counts once its transaction commits).
 pub struct OffsetsLog {
+    /// read_committed: a transactional offset commit counts once committed.
     consumer: BaseConsumer,
-    /// (partition, end offset) when the observer started: the backfill's goal.
-    ends_at_start: Vec<(i32, i64)>,
+    /// read_uncommitted, for the log's true end (see `behind`).
+    ends: BaseConsumer,
+    partitions: i32,
+    /// (partition, where reading began (None: at the end), the end then):
+    /// the backfill's goal.
+    ends_at_start: Vec<(i32, Option<i64>, i64)>,
     timeout: Duration,
 }
 
@@ -161,11 +167,31 @@ impl OffsetsLog {
         let mut ends = Vec::new();
         for e in starts.elements() {
             e.error().map_err(|err| format!("cannot read {OFFSETS_TOPIC}: {err}"))?;
+            // A read_committed client's end is the last stable offset: what reading can reach.
             let (_, hi) = consumer.fetch_watermarks(OFFSETS_TOPIC, e.partition(), options.timeout).map_err(|e| format!("cannot read {OFFSETS_TOPIC}: {e}"))?;
-            ends.push((e.partition(), hi));
+            let start = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            ends.push((e.partition(), start, hi));
         }
         consumer.assign(&starts).map_err(|e| format!("cannot read {OFFSETS_TOPIC}: {e}"))?;
-        Ok(OffsetsLog { consumer, ends_at_start: ends, timeout: options.timeout })
+        let true_ends = super::observer::consumer(options, "kdeck-monitor-log", &[("isolation.level", "read_uncommitted")])?;
+        Ok(OffsetsLog { consumer, ends: true_ends, partitions, ends_at_start: ends, timeout: options.timeout })
+    }
+
+    /// True when `group`'s commits may be hidden: an open transaction in its
+    /// partition of the log (its last stable offset is below its end) holds
+    /// read_committed back, so newer commits are not seen yet. Unknown counts
+    /// as behind.
+    pub fn behind(&self, group: &str) -> bool {
+        let p = partition_for(group, self.partitions);
+        let stable = self.consumer.fetch_watermarks(OFFSETS_TOPIC, p, self.timeout).map(|(_, hi)| hi);
+        let end = self.ends.fetch_watermarks(OFFSETS_TOPIC, p, self.timeout).map(|(_, hi)| hi);
+        match (stable, end) {
+            (Ok(stable), Ok(end)) => stable < end,
+            _ => true,
+        }
     }
 
     /// What has arrived. The backfill reads up to the log's end at start, for
@@ -182,11 +208,7 @@ impl OffsetsLog {
                 return Ok((out, true));
             }
             match self.consumer.poll(if backfill { Duration::from_millis(100) } else { Duration::ZERO }) {
-                Some(Ok(m)) => {
-                    if let Ok(entry) = parse(m.key(), m.payload()) {
-                        out.push(entry);
-                    }
-                }
+                Some(Ok(m)) => out.push(parse(m.key(), m.payload()).map_err(|e| format!("cannot read {OFFSETS_TOPIC}: {e}"))?),
                 Some(Err(e)) if refused(&e) => return Err(format!("cannot read {OFFSETS_TOPIC}: {e}")),
                 Some(Err(_)) => {}
                 None if !backfill => break,
@@ -201,10 +223,24 @@ impl OffsetsLog {
 
     fn reached_start_end(&self) -> bool {
         let Ok(positions) = self.consumer.position() else { return false };
-        self.ends_at_start.iter().all(|(p, end)| match positions.find_partition(OFFSETS_TOPIC, *p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o >= *end,
-            _ => false,
+        self.ends_at_start.iter().all(|(p, start, end)| {
+            let position = match positions.find_partition(OFFSETS_TOPIC, *p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            };
+            reached(*start, *end, position)
         })
+    }
+}
+
+/// Whether reading a partition from `start` (None: from its end) has reached
+/// `end`. A partition with nothing to read has: librdkafka reports no
+/// position until a record arrives, and none may ever come.
+fn reached(start: Option<i64>, end: i64, position: Option<i64>) -> bool {
+    match start {
+        None => true,
+        Some(s) if s >= end => true,
+        Some(_) => position.is_some_and(|p| p >= end),
     }
 }
 
@@ -265,6 +301,25 @@ mod tests {
         let k = key(1, "g", "t", 0);
         assert!(parse(Some(&k[..k.len() - 1]), Some(&[0, 3])).is_err());
         assert!(parse(Some(&k), Some(&[0, 4, 0, 0])).is_err());
+    }
+
+    #[test]
+    fn a_commit_of_a_value_version_not_known_is_an_error_not_nothing() {
+        let mut v5 = 5i16.to_be_bytes().to_vec();
+        v5.extend([0u8; 30]);
+        assert!(parse(Some(&key(1, "g", "t", 0)), Some(&v5)).unwrap_err().contains("value version 5"));
+        // Other key versions (group metadata, KIP-848 records) are not commits.
+        assert_eq!(parse(Some(&key(7, "g", "t", 0)), Some(&v5)).unwrap(), Entry::Other);
+    }
+
+    #[test]
+    fn a_quiet_partition_is_read_to_its_end_at_once() {
+        // No record since the lookback: reading starts at the end, nothing will come.
+        assert!(reached(None, 40, None));
+        assert!(reached(Some(40), 40, None));
+        assert!(!reached(Some(10), 40, None));
+        assert!(!reached(Some(10), 40, Some(39)));
+        assert!(reached(Some(10), 40, Some(40)));
     }
 
     #[test]

@@ -80,6 +80,25 @@ pub fn evaluate(window: &[Commit], now: Now) -> Option<Verdict> {
     Some(Verdict::Ok)
 }
 
+/// The window as the verdict sees it: the commits read from the log, and the
+/// group's committed offset read just now as a commit made by now when the
+/// log has not shown it yet: it differs from the last commit in the window, or
+/// (with none there) it moved since the last sample. The log can lag behind:
+/// an open transaction on `__consumer_offsets` holds read_committed back.
+pub fn with_current(window: &[Commit], committed: Option<i64>, moved: bool, lag: Option<i64>, now_ms: i64) -> Vec<Commit> {
+    let mut out = window.to_vec();
+    if let Some(offset) = committed {
+        let unseen = match window.last() {
+            Some(last) => last.offset != offset,
+            None => moved,
+        };
+        if unseen {
+            out.push(Commit { offset, at_ms: now_ms, lag });
+        }
+    }
+    out
+}
+
 /// A group's verdict: the worst of its partitions'; unknown ones do not count.
 pub fn worst(verdicts: impl IntoIterator<Item = Option<Verdict>>) -> Option<Verdict> {
     verdicts.into_iter().flatten().max()
@@ -150,6 +169,22 @@ mod tests {
         assert_eq!(evaluate(&w, Now { lag: None, ..now(1_100, 5) }), None);
         assert_eq!(evaluate(&[], Now { seen_since_ms: 900, ..now(1_100, 5) }), None);
         assert_eq!(evaluate(&[], Now { seen_since_ms: 900, ..now(1_100, 0) }), Some(Verdict::Ok));
+    }
+
+    #[test]
+    fn a_commit_the_log_has_not_shown_yet_counts_as_made_now() {
+        let w = commits(&[(10, 1_000, 5), (20, 2_000, 5)]);
+        // The log is behind: 30 is committed, the window ends at 20. Not a stop.
+        let seen = with_current(&w, Some(30), false, Some(5), 90_000);
+        assert_eq!(seen.last(), Some(&Commit { offset: 30, at_ms: 90_000, lag: Some(5) }));
+        assert_eq!(evaluate(&seen, now(90_000, 5)), Some(Verdict::Ok));
+        assert_eq!(evaluate(&w, now(90_000, 5)), Some(Verdict::Stop), "without it");
+        // Below the window's last: a rewind the log has not shown yet.
+        assert_eq!(evaluate(&with_current(&w, Some(0), false, Some(40), 2_500), now(2_500, 40)), Some(Verdict::Rewind));
+        // The same offset adds nothing; an empty window gains one only when the offset moved.
+        assert_eq!(with_current(&w, Some(20), false, Some(5), 3_000), w);
+        assert!(with_current(&[], Some(20), false, Some(5), 3_000).is_empty());
+        assert_eq!(with_current(&[], Some(20), true, Some(5), 3_000).len(), 1);
     }
 
     #[test]

@@ -463,3 +463,23 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// A transactional producer that has sent `offset` of `topic[partition]` for
+/// `group` in a transaction it leaves open (until dropped, or its timeout):
+/// the group's offset stays held (UNSTABLE_OFFSET_COMMIT) meanwhile.
+pub fn hold_offset_in_open_transaction(group: &str, topic: &str, partition: i32, offset: i64) -> rdkafka::producer::BaseProducer {
+    use rdkafka::producer::{BaseProducer, Producer};
+    let meta = ClientConfig::new().set("bootstrap.servers", brokers()).set("group.id", group).create::<BaseConsumer>().unwrap();
+    let holder: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("transactional.id", unique("holder"))
+        .set("transaction.timeout.ms", "120000")
+        .create()
+        .unwrap();
+    holder.init_transactions(Duration::from_secs(30)).unwrap();
+    holder.begin_transaction().unwrap();
+    let mut held = TopicPartitionList::new();
+    held.add_partition_offset(topic, partition, Offset::Offset(offset)).unwrap();
+    holder.send_offsets_to_transaction(&held, &meta.group_metadata().unwrap(), Duration::from_secs(30)).unwrap();
+    holder
+}

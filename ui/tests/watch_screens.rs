@@ -28,6 +28,7 @@ fn partition(topic: &str, p: i32, committed: i64, end: i64, lag_ms: Option<i64>,
         last_commit_ms: Some(NOW as i64 - 4000),
         verdict,
         member: Some("billing-1@/10.0.0.7".into()),
+        error: None,
     }
 }
 

@@ -99,6 +99,10 @@ pub struct GroupPartitionView {
     pub verdict: Option<Verdict>,
     /// client id @ host of the member it is assigned to.
     pub member: Option<String>,
+    /// Why the committed offset is unknown, when it could not be read (an open
+    /// transaction holding it, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One point of a lag chart.
