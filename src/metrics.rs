@@ -102,8 +102,21 @@ pub fn engine_families(s: &Snapshot) -> Vec<MetricFamily> {
     drop_empty(out)
 }
 
-/// The watched groups' metrics (`kdeck watch`).
+/// The watched groups' metrics (`kdeck watch`). After a failed sample the
+/// groups' series are left out (an old lag must not pass for the current
+/// one); `kdeck_watch_up` says 0 and the time of the last good sample stays.
 pub fn watch_families(s: &WatchSnapshot) -> Vec<MetricFamily> {
+    let mut out = vec![gauge("kdeck_watch_up", "1 when the last sample of the groups succeeded, else 0.", vec![metric(&[], if s.error.is_none() { 1.0 } else { 0.0 })])];
+    if s.captured_at_ms > 0 {
+        out.push(gauge(
+            "kdeck_watch_last_sample_timestamp_seconds",
+            "When the groups were last sampled successfully.",
+            vec![metric(&[], s.captured_at_ms as f64 / 1000.0)],
+        ));
+    }
+    if s.error.is_some() {
+        return out;
+    }
     let mut lag = Vec::new();
     let mut lag_seconds = Vec::new();
     let mut committed = Vec::new();
@@ -125,7 +138,7 @@ pub fn watch_families(s: &WatchSnapshot) -> Vec<MetricFamily> {
             partition_verdicts.extend(state_set(&labels, p.verdict));
         }
     }
-    drop_empty(vec![
+    out.extend([
         gauge("kdeck_consumer_lag_records", "End offset less the committed offset.", lag),
         gauge("kdeck_consumer_lag_seconds", "Age of the oldest record not yet committed (0 when caught up).", lag_seconds),
         gauge("kdeck_consumer_committed_offset", "The group's committed offset.", committed),
@@ -133,7 +146,8 @@ pub fn watch_families(s: &WatchSnapshot) -> Vec<MetricFamily> {
         gauge("kdeck_consumer_partition_verdict", "1 for the partition's current verdict (OK, WARN, STALL, STOP, REWIND); all 0 when unknown.", partition_verdicts),
         gauge("kdeck_consumer_group_verdict", "1 for the group's current verdict; all 0 when unknown.", group_verdicts),
         gauge("kdeck_consumer_group_members", "Members of the group.", members),
-    ])
+    ]);
+    drop_empty(out)
 }
 
 /// One series per verdict, 1 for the current one: the set of series stays the
@@ -239,4 +253,33 @@ pub fn from_channel<T: Send + Sync + 'static>(
     families: fn(&T) -> Vec<MetricFamily>,
 ) -> impl Fn() -> Vec<MetricFamily> + Send + 'static {
     move || families(&rx.borrow())
+}
+
+#[cfg(test)]
+mod tests {
+    use kdeck_ui::watch::model::{GroupDescription, GroupPartitionView, GroupView, WatchSnapshot};
+
+    fn names(s: &WatchSnapshot) -> Vec<String> {
+        super::watch_families(s).iter().map(|f| f.name().to_string()).collect()
+    }
+
+    #[test]
+    fn after_a_failed_sample_no_old_lag_is_served() {
+        let mut s = WatchSnapshot {
+            captured_at_ms: 1_795_700_000_000,
+            groups: vec![GroupView {
+                description: GroupDescription { group: "g".into(), ..Default::default() },
+                partitions: vec![GroupPartitionView { topic: "t".into(), lag: Some(7), ..Default::default() }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(names(&s).contains(&"kdeck_consumer_lag_records".to_string()));
+        s.error = Some("cannot reach Kafka".into());
+        let after = names(&s);
+        assert!(!after.contains(&"kdeck_consumer_lag_records".to_string()), "{after:?}");
+        assert!(after.contains(&"kdeck_watch_up".to_string()) && after.contains(&"kdeck_watch_last_sample_timestamp_seconds".to_string()));
+        let up = super::watch_families(&s).into_iter().find(|f| f.name() == "kdeck_watch_up").unwrap();
+        assert_eq!(up.get_metric()[0].get_gauge().get_value(), 0.0);
+    }
 }

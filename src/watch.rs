@@ -49,7 +49,15 @@ pub fn run(args: &WatchArgs, stop: Arc<AtomicBool>) -> Result<()> {
         json_lines(snap_rx, &stop)
     };
     stop.store(true, Ordering::Relaxed);
-    let _ = sampler.join();
+    // A sample can wait on the cluster for a long time (a timeout per request):
+    // it is not waited out; the process ends with it unfinished.
+    let until = Instant::now() + Duration::from_secs(2);
+    while !sampler.is_finished() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if sampler.is_finished() {
+        let _ = sampler.join();
+    }
     outcome
 }
 

@@ -411,9 +411,7 @@ fn eos_then_at_least_once_then_eos_on_one_database_applies_every_record_once() {
 /// processed again. kdeck reads the offsets itself and waits for them.
 #[test]
 fn an_open_transaction_on_the_groups_offsets_is_waited_for_across_a_rebalance() {
-    use rdkafka::config::ClientConfig;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::producer::{BaseProducer, Producer};
+    use rdkafka::producer::Producer;
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("eos-unstable");
     let out = format!("{topic}.out");

@@ -10,7 +10,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use rdkafka::producer::Producer;
 use serde_json::Value;
 
 fn lag(groups: &[&str]) -> (i32, Value) {
@@ -51,7 +50,7 @@ fn an_offset_held_by_an_open_transaction_is_unknown_and_the_rest_is_judged() {
     assert_eq!(partition(&report, &g, 1)["verdict"], "OK", "{report}");
     assert_eq!(status, 0, "{report}");
     assert!(started.elapsed() < Duration::from_secs(8), "an open transaction on the commit log is not waited out: {:?}", started.elapsed());
-    holder.abort_transaction(Duration::from_secs(30)).unwrap();
+    drop(holder);
 }
 
 
@@ -74,7 +73,7 @@ fn commits_an_open_transaction_hides_are_not_taken_for_no_commits() {
     assert!(p["verdict"].is_null(), "no commit seen is not no commit made: {report}");
     assert!(group(&report, &g)["history"].as_str().unwrap().contains("open transaction"), "{report}");
     assert_eq!(status, 3);
-    holder.abort_transaction(Duration::from_secs(30)).unwrap();
+    drop(holder);
 }
 
 fn offsets_topic_partitions() -> i32 {

@@ -252,6 +252,33 @@ fn two_groups_behind_on_one_partition_both_get_their_lag_in_time() {
     assert!((50_000..150_000).contains(&lag_b), "{lag_b}");
 }
 
+#[test]
+fn watch_stops_at_once_even_in_the_middle_of_a_slow_sample() {
+    let g = unique("mon-slow");
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Killed(
+        kdeck()
+            .args(["watch", "--json", "-b", &brokers(), "-G", &g])
+            .arg("--history")
+            .arg(dir.path().join("history.sqlite"))
+            .arg("--log-file")
+            .arg(dir.path().join("kdeck.log"))
+            // Every sample takes 30 s, as with a broker that does not answer.
+            .env("KDECK_FAILPOINT", "slow-sample:30000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let log = dir.path().join("kdeck.log");
+    wait_for("the first sample to begin", Duration::from_secs(30), || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("failpoint slow-sample")));
+    sigterm(&child.0);
+    let started = std::time::Instant::now();
+    let status = wait_exit(&mut child.0, Duration::from_secs(20));
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?} to stop", started.elapsed());
+    assert!(status.success() || status.code() == Some(130), "{status:?}");
+}
+
 /// A member of a KIP-848 ("consumer" protocol) group, polling in a thread until dropped.
 struct Kip848Member {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,

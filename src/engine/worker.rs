@@ -25,8 +25,8 @@ pub enum WorkerEvent {
     /// with the handling time of those that were handled successfully.
     /// `flushed_to` is the partition's next offset given to that flush (an
     /// exactly-once sink committed it in the same transaction);
-    /// `newest_timestamp_ms` the latest record timestamp among them.
-    Finished { tp: Tp, offsets: Vec<i64>, latencies_us: Vec<u32>, flushed_to: i64, newest_timestamp_ms: Option<i64> },
+    /// `last_timestamp_ms` the timestamp of the last of them.
+    Finished { tp: Tp, offsets: Vec<i64>, latencies_us: Vec<u32>, flushed_to: i64, last_timestamp_ms: Option<i64> },
     /// An attempt failed.
     Failed { tp: Tp, offset: i64, failure: Failure },
     /// A record entered (or was updated in) the retry queue.
@@ -183,7 +183,7 @@ impl Worker {
             parked: Vec::new(),
             panic_failpoint: std::env::var("KDECK_FAILPOINT").is_ok_and(|f| f == "panic-worker"),
             done: Vec::with_capacity(MAX_BATCH),
-            done_newest_ts: None,
+            done_last_ts: None,
             latencies_us: Vec::with_capacity(MAX_BATCH),
             blocked: None,
             current: None,
@@ -309,8 +309,8 @@ struct State {
     panic_failpoint: bool,
     /// Handled, not yet flushed and reported.
     done: Vec<i64>,
-    /// The latest timestamp among `done`'s records.
-    done_newest_ts: Option<i64>,
+    /// The timestamp of the last of `done`'s records.
+    done_last_ts: Option<i64>,
     latencies_us: Vec<u32>,
     /// Why the partition cannot advance, as last told to the engine.
     blocked: Option<String>,
@@ -666,8 +666,10 @@ impl State {
     /// The record finished; it is reported at the next flush.
     fn done(&mut self, record: &OwnedMessage) {
         self.done.push(record.offset());
+        // The last one's, not the largest: one record stamped in the future
+        // must not stand for every record after it.
         if let Some(ts) = record.timestamp().to_millis().filter(|ts| *ts >= 0) {
-            self.done_newest_ts = self.done_newest_ts.max(Some(ts));
+            self.done_last_ts = Some(ts);
         }
     }
 
@@ -716,7 +718,7 @@ impl State {
                 offsets: Vec::new(),
                 latencies_us: Vec::new(),
                 flushed_to: next_offset,
-                newest_timestamp_ms: None,
+                last_timestamp_ms: None,
             }),
             // Not a record's failure: the engine asks again later.
             Err(failure) => tracing::warn!("{}[{}]: committing up to {next_offset} failed: {failure}", self.tp.0, self.tp.1),
@@ -754,8 +756,8 @@ impl State {
         }
         let offsets = std::mem::replace(&mut self.done, Vec::with_capacity(MAX_BATCH));
         let latencies_us = std::mem::replace(&mut self.latencies_us, Vec::with_capacity(MAX_BATCH));
-        let newest_timestamp_ms = self.done_newest_ts.take();
-        self.emit(WorkerEvent::Finished { tp: self.tp.clone(), offsets, latencies_us, flushed_to: next_offset, newest_timestamp_ms });
+        let last_timestamp_ms = self.done_last_ts.take();
+        self.emit(WorkerEvent::Finished { tp: self.tp.clone(), offsets, latencies_us, flushed_to: next_offset, last_timestamp_ms });
         true
     }
 

@@ -42,10 +42,15 @@ pub fn list_groups(client: &BaseConsumer, timeout: Duration) -> Result<Vec<Group
         let result = rdsys::rd_kafka_event_ListConsumerGroups_result(event.0);
         let mut n = 0;
         let errors = rdsys::rd_kafka_ListConsumerGroups_result_errors(result, &mut n);
-        if n > 0 {
-            return Err(format!("cannot list the groups: {}", error_string(*errors)));
-        }
+        let failed: Vec<String> = slice(errors, n).iter().map(|e| error_string(*e)).collect();
         let listed = rdsys::rd_kafka_ListConsumerGroups_result_valid(result, &mut n);
+        if n == 0 && !failed.is_empty() {
+            return Err(format!("cannot list the groups: {}", failed.join("; ")));
+        }
+        // Some brokers answered: their groups are shown, the others' are missing.
+        for e in &failed {
+            tracing::warn!("some groups could not be listed: {e}");
+        }
         for &g in slice(listed, n) {
             out.push(GroupListing {
                 group: text(rdsys::rd_kafka_ConsumerGroupListing_group_id(g)),

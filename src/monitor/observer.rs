@@ -49,6 +49,8 @@ pub struct Observer {
     /// (topic, partition) → (committed offset, that record's timestamp).
     record_times: HashMap<((String, i32), i64), Option<i64>>,
     seen_since_ms: i64,
+    /// The backfill did not reach the log's end in time.
+    read_in_part: bool,
 }
 
 impl Observer {
@@ -72,7 +74,7 @@ impl Observer {
         let log = OffsetsLog::open(&options, offsets_partitions, started);
         let seen_since_ms = if log.is_ok() { started - options.lookback.as_millis() as i64 } else { started };
         let mut observer =
-            Observer { options, client, log, peek, history: HashMap::new(), last_committed: HashMap::new(), record_times: HashMap::new(), seen_since_ms };
+            Observer { options, client, log, peek, history: HashMap::new(), last_committed: HashMap::new(), record_times: HashMap::new(), seen_since_ms, read_in_part: false };
         observer.backfill();
         Ok(observer)
     }
@@ -95,6 +97,12 @@ impl Observer {
     }
 
     pub fn sample(&mut self) -> Result<Vec<GroupView>, String> {
+        // Test failpoint (`KDECK_FAILPOINT=slow-sample:MS`): a sample that takes
+        // that long, as with a broker that does not answer.
+        if let Some(ms) = std::env::var("KDECK_FAILPOINT").ok().and_then(|f| f.strip_prefix("slow-sample:").and_then(|ms| ms.parse().ok())) {
+            tracing::info!("failpoint slow-sample: {ms} ms");
+            std::thread::sleep(Duration::from_millis(ms));
+        }
         let groups = self.groups()?;
         if groups.is_empty() {
             return Ok(Vec::new());
@@ -168,6 +176,9 @@ impl Observer {
             });
         }
         let mut history = match &self.log {
+            Ok(_) if self.read_in_part => {
+                format!("{OFFSETS_TOPIC}, not read to its end at start: commits are judged from {}", humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(self.seen_since_ms as u64)))
+            }
             Ok(_) => format!("{OFFSETS_TOPIC}, from {} before start", humantime::format_duration(self.options.lookback)),
             Err(why) => format!("committed offsets polled ({why}): STALL cannot be told from STOP"),
         };
@@ -233,6 +244,7 @@ impl Observer {
                     // Commits not read yet must not look like no commits: a
                     // partition is not STOP for what was not read.
                     self.seen_since_ms = now_ms();
+                    self.read_in_part = true;
                 }
                 self.lags_at_past_commits();
             }

@@ -52,15 +52,19 @@ pub fn reset(client: &BaseConsumer, group: &str, partition: Option<(String, i32)
         let target = match to {
             ResetTarget::Earliest => low,
             ResetTarget::Latest => high,
-            ResetTarget::Offset(o) => (*o).clamp(low, high),
+            ResetTarget::Offset(o) => within(*o, low, high),
             ResetTarget::Timestamp(_) => {
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition_offset(&topic, p, Offset::Offset(at_ms.unwrap_or_default())).map_err(|e| e.to_string())?;
-                let found = client.offsets_for_times(tpl, timeout).map_err(|e| format!("cannot find the offset at that time in {topic}[{p}]: {e}"))?;
-                match found.find_partition(&topic, p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => o,
+                let cannot = |e: String| format!("cannot find the offset at that time in {topic}[{p}]: {e}");
+                let found = client.offsets_for_times(tpl, timeout).map_err(|e| cannot(e.to_string()))?;
+                let answer = found.find_partition(&topic, p).ok_or_else(|| cannot("no answer for the partition".into()))?;
+                answer.error().map_err(|e| cannot(e.to_string()))?;
+                match answer.offset() {
+                    Offset::Offset(o) => o,
                     // No record at or after the time: the end.
-                    _ => high,
+                    Offset::End => high,
+                    other => return Err(cannot(format!("the answer was {other:?}"))),
                 }
             }
         };
@@ -71,6 +75,12 @@ pub fn reset(client: &BaseConsumer, group: &str, partition: Option<(String, i32)
     Ok(moves)
 }
 
+/// `offset` kept within the partition's range, as kafka-consumer-groups does;
+/// never a panic when the range comes back inverted.
+fn within(offset: i64, low: i64, high: i64) -> i64 {
+    offset.max(low).min(high)
+}
+
 /// `orders[0] 120→0, orders[1] ?→0`.
 pub fn describe(moves: &[Move]) -> String {
     moves
@@ -78,4 +88,17 @@ pub fn describe(moves: &[Move]) -> String {
         .map(|(t, p, before, after)| format!("{t}[{p}] {}→{after}", before.map_or("?".to_string(), |b| b.to_string())))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within;
+
+    #[test]
+    fn an_offset_is_kept_within_the_range_without_panicking_on_an_inverted_one() {
+        assert_eq!(within(42, 0, 100), 42);
+        assert_eq!(within(-5, 10, 100), 10);
+        assert_eq!(within(500, 10, 100), 100);
+        assert_eq!(within(42, 100, 10), 10, "low above high (answers from two moments)");
+    }
 }

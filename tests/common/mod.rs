@@ -464,10 +464,28 @@ impl Drop for Killed {
     }
 }
 
+/// A transactional producer with a transaction open; aborted when dropped (a
+/// failed test must not leave it to hold the commit log of the tests after it).
+pub struct Holder(pub rdkafka::producer::BaseProducer);
+
+impl std::ops::Deref for Holder {
+    type Target = rdkafka::producer::BaseProducer;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        use rdkafka::producer::Producer;
+        let _ = self.0.abort_transaction(Duration::from_secs(10));
+    }
+}
+
 /// A transactional producer that has sent `offset` of `topic[partition]` for
 /// `group` in a transaction it leaves open (until dropped, or its timeout):
 /// the group's offset stays held (UNSTABLE_OFFSET_COMMIT) meanwhile.
-pub fn hold_offset_in_open_transaction(group: &str, topic: &str, partition: i32, offset: i64) -> rdkafka::producer::BaseProducer {
+pub fn hold_offset_in_open_transaction(group: &str, topic: &str, partition: i32, offset: i64) -> Holder {
     use rdkafka::producer::{BaseProducer, Producer};
     let meta = ClientConfig::new().set("bootstrap.servers", brokers()).set("group.id", group).create::<BaseConsumer>().unwrap();
     let holder: BaseProducer = ClientConfig::new()
@@ -481,5 +499,5 @@ pub fn hold_offset_in_open_transaction(group: &str, topic: &str, partition: i32,
     let mut held = TopicPartitionList::new();
     held.add_partition_offset(topic, partition, Offset::Offset(offset)).unwrap();
     holder.send_offsets_to_transaction(&held, &meta.group_metadata().unwrap(), Duration::from_secs(30)).unwrap();
-    holder
+    Holder(holder)
 }

@@ -208,7 +208,7 @@ pub struct PartitionView {
     /// caught up); None while unknown.
     #[serde(default)]
     pub lag_ms: Option<i64>,
-    /// Now less the timestamp of the newest record processed.
+    /// Now less the timestamp of the last record processed.
     #[serde(default)]
     pub last_processed_age_ms: Option<i64>,
     /// Records waiting in this partition's worker queue.

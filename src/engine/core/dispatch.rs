@@ -111,14 +111,16 @@ impl Core {
                 continue;
             }
             match ev {
-                WorkerEvent::Finished { tp, offsets, latencies_us, flushed_to, newest_timestamp_ms } => {
+                WorkerEvent::Finished { tp, offsets, latencies_us, flushed_to, last_timestamp_ms } => {
                     self.latencies_us.extend(latencies_us);
                     if self.sink_commits_offsets() {
                         // The flush's transaction committed this offset with its outputs.
                         self.apply_committed(std::iter::once((tp.clone(), flushed_to)));
                     }
                     let Some(part) = self.parts.get_mut(&tp) else { continue };
-                    part.last_processed_ts = part.last_processed_ts.max(newest_timestamp_ms);
+                    if last_timestamp_ms.is_some() {
+                        part.last_processed_ts = last_timestamp_ms;
+                    }
                     for o in &offsets {
                         if part.tracker.finished(*o) {
                             part.processed += 1;

@@ -98,7 +98,7 @@ struct Part {
     processed: u64,
     processed_at_sample: u64,
     rate: f64,
-    /// The latest timestamp of a record processed here.
+    /// The timestamp of the last record processed here.
     last_processed_ts: Option<i64>,
     /// (offset, its record's timestamp): for lag in time, read once per committed offset.
     record_time: Option<(i64, Option<i64>)>,
