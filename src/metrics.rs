@@ -106,7 +106,8 @@ pub fn engine_families(s: &Snapshot) -> Vec<MetricFamily> {
 /// groups' series are left out (an old lag must not pass for the current
 /// one); `kdeck_watch_up` says 0 and the time of the last good sample stays.
 pub fn watch_families(s: &WatchSnapshot) -> Vec<MetricFamily> {
-    let mut out = vec![gauge("kdeck_watch_up", "1 when the last sample of the groups succeeded, else 0.", vec![metric(&[], if s.error.is_none() { 1.0 } else { 0.0 })])];
+    let up = s.error.is_none() && s.captured_at_ms > 0;
+    let mut out = vec![gauge("kdeck_watch_up", "1 when the last sample of the groups succeeded, else 0 (also before the first).", vec![metric(&[], if up { 1.0 } else { 0.0 })])];
     if s.captured_at_ms > 0 {
         out.push(gauge(
             "kdeck_watch_last_sample_timestamp_seconds",
@@ -275,6 +276,9 @@ mod tests {
             ..Default::default()
         };
         assert!(names(&s).contains(&"kdeck_consumer_lag_records".to_string()));
+        let before_any = WatchSnapshot::default();
+        let up = super::watch_families(&before_any).into_iter().find(|f| f.name() == "kdeck_watch_up").unwrap();
+        assert_eq!(up.get_metric()[0].get_gauge().get_value(), 0.0, "no sample yet is not up");
         s.error = Some("cannot reach Kafka".into());
         let after = names(&s);
         assert!(!after.contains(&"kdeck_consumer_lag_records".to_string()), "{after:?}");

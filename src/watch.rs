@@ -3,7 +3,7 @@
 //! is not a terminal, a JSON line per sample) shows what it publishes.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,21 +38,34 @@ pub fn run(args: &WatchArgs, stop: Arc<AtomicBool>) -> Result<()> {
         crate::metrics::serve(endpoint, crate::metrics::from_channel(snap_rx.clone(), crate::metrics::watch_families))?;
     }
     let (intents, commands) = crossbeam_channel::unbounded();
+    let resets_pending = Arc::new(AtomicUsize::new(0));
+    let reset_timeout = observer.timeout();
     let sampler = {
         let stop = stop.clone();
-        let sampler = Sampler { observer, history, audit, cluster: cluster.clone(), snapshots: snap_tx, notices: Vec::new(), last: None };
+        let sampler = Sampler {
+            observer,
+            history,
+            audit,
+            cluster: cluster.clone(),
+            snapshots: snap_tx,
+            notices: Vec::new(),
+            last: None,
+            resets_pending: resets_pending.clone(),
+        };
         std::thread::Builder::new().name("watch-sampler".into()).spawn(move || sampler.run(&commands, &stop))?
     };
     let outcome = if !args.json && crate::tui::available() {
-        dashboard(snap_rx, &intents, &stop, &cluster, &history_path)
+        dashboard(snap_rx, &intents, &resets_pending, &stop, &cluster, &history_path)
     } else {
         json_lines(snap_rx, &stop)
     };
     stop.store(true, Ordering::Relaxed);
     // A sample can wait on the cluster for a long time (a timeout per request):
-    // it is not waited out; the process ends with it unfinished.
+    // it is not waited out; the process ends with it unfinished. A reset is
+    // waited for (its outcome goes to the audit store), within its timeouts.
     let until = Instant::now() + Duration::from_secs(2);
-    while !sampler.is_finished() && Instant::now() < until {
+    let reset_until = Instant::now() + reset_timeout * 4 + Duration::from_secs(10);
+    while !sampler.is_finished() && (Instant::now() < until || resets_pending.load(Ordering::SeqCst) > 0 && Instant::now() < reset_until) {
         std::thread::sleep(Duration::from_millis(20));
     }
     if sampler.is_finished() {
@@ -69,6 +82,17 @@ struct Sampler {
     snapshots: watch::Sender<Arc<WatchSnapshot>>,
     notices: Vec<String>,
     last: Option<Arc<WatchSnapshot>>,
+    /// Resets confirmed and not yet done: quitting waits for them (and their audit records).
+    resets_pending: Arc<AtomicUsize>,
+}
+
+/// Counts a confirmed reset as done when dropped.
+struct Done<'a>(&'a AtomicUsize);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Sampler {
@@ -87,6 +111,12 @@ impl Sampler {
                     next = Instant::now() + SAMPLE_EVERY;
                 }
                 Err(_) => {}
+            }
+        }
+        // A reset confirmed just before quitting is still carried out.
+        for command in commands.try_iter() {
+            if let WatchIntent::ResetOffsets { group, partition, to } = command {
+                self.reset(&group, partition, &to);
             }
         }
     }
@@ -116,7 +146,16 @@ impl Sampler {
 
     fn reset(&mut self, group: &str, partition: Option<(String, i32)>, to: &kdeck_ui::watch::intent::ResetTarget) {
         let scope = partition.as_ref().map_or("every partition".to_string(), |(t, p)| format!("{t}[{p}]"));
+        // Recorded before it is tried: whatever happens next, the audit has it.
+        self.audit.note("action", &format!("reset offsets of {group} ({scope}) to {to} requested"), &json!({"group": group, "cluster": self.cluster, "scope": scope, "to": to.to_string()}));
+        // Test failpoint (`KDECK_FAILPOINT=slow-reset:MS`): a reset that takes that long.
+        if let Some(ms) = std::env::var("KDECK_FAILPOINT").ok().and_then(|f| f.strip_prefix("slow-reset:").and_then(|ms| ms.parse().ok())) {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
         let outcome = reset::reset(self.observer.client(), group, partition.clone(), to, self.observer.timeout());
+        // Counted when confirmed (`dashboard`), done once its outcome is noted below.
+        let pending = self.resets_pending.clone();
+        let _done = Done(&pending);
         let detail = |moves: Option<&Vec<reset::Move>>, error: Option<&String>| {
             json!({"group": group, "cluster": self.cluster, "scope": scope, "to": to.to_string(),
                    "moves": moves.map(|m| m.iter().map(|(t, p, b, a)| json!({"topic": t, "partition": p, "from": b, "to": a})).collect::<Vec<_>>()),
@@ -141,7 +180,14 @@ impl Sampler {
     }
 }
 
-fn dashboard(mut snapshots: watch::Receiver<Arc<WatchSnapshot>>, intents: &Sender<WatchIntent>, stop: &AtomicBool, cluster: &str, history_path: &Path) -> Result<()> {
+fn dashboard(
+    mut snapshots: watch::Receiver<Arc<WatchSnapshot>>,
+    intents: &Sender<WatchIntent>,
+    resets_pending: &AtomicUsize,
+    stop: &AtomicBool,
+    cluster: &str,
+    history_path: &Path,
+) -> Result<()> {
     // A second connection for the chart: the sampler writes, this one reads (WAL).
     let history = History::open(history_path).map_err(|e| anyhow!(e))?;
     let mut terminal = ratatui::init();
@@ -161,6 +207,9 @@ fn dashboard(mut snapshots: watch::Receiver<Arc<WatchSnapshot>>, intents: &Sende
                     Event::Key(key) if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) => app.quit = true,
                     Event::Key(key) => {
                         for intent in app.handle_key(&key, &shown) {
+                            if matches!(intent, WatchIntent::ResetOffsets { .. }) {
+                                resets_pending.fetch_add(1, Ordering::SeqCst);
+                            }
                             let _ = intents.send(intent);
                         }
                         dirty = true;

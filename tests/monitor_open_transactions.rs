@@ -76,6 +76,33 @@ fn commits_an_open_transaction_hides_are_not_taken_for_no_commits() {
     drop(holder);
 }
 
+#[test]
+fn a_group_committed_past_an_open_transactions_records_has_a_known_lag() {
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    let topic = unique("mon-open-records");
+    create_topic(&topic, 1);
+    // Ten records in a transaction left open: the high watermark is 10, the
+    // last stable offset 0. A read_uncommitted consumer reads and commits 10.
+    let p: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("transactional.id", unique("open-records"))
+        .set("transaction.timeout.ms", "60000")
+        .create()
+        .unwrap();
+    p.init_transactions(Duration::from_secs(30)).unwrap();
+    p.begin_transaction().unwrap();
+    for _ in 0..10 {
+        p.send(BaseRecord::<(), [u8]>::to(&topic).partition(0).payload(&b"{}"[..])).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    let g = unique("mon-open-records-g");
+    commit_offset(&g, &topic, 0, 10);
+    let (_, report) = lag(&[&g]);
+    let part = partition(&report, &g, 0);
+    assert_eq!((part["end"].as_i64(), part["lag"].as_i64()), (Some(10), Some(0)), "{part}");
+    p.abort_transaction(Duration::from_secs(30)).unwrap();
+}
+
 fn offsets_topic_partitions() -> i32 {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let c: BaseConsumer = rdkafka::config::ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();

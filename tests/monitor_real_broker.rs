@@ -279,6 +279,79 @@ fn watch_stops_at_once_even_in_the_middle_of_a_slow_sample() {
     assert!(status.success() || status.code() == Some(130), "{status:?}");
 }
 
+/// A member that joined the group, read five records, paused its partition
+/// (processing stuck) and goes on committing its position, as Java's
+/// auto-commit does every few seconds, until dropped.
+struct PausedMember {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PausedMember {
+    fn join(group: &str, topic: &str) -> PausedMember {
+        use rdkafka::consumer::CommitMode;
+        use rdkafka::message::Message;
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", group)
+            .set("client.id", "paused-member")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        c.subscribe(&[topic]).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let topic = topic.to_string();
+        let thread = std::thread::spawn(move || {
+            let mut read = 0;
+            while read < 5 && !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                    read = m.offset() + 1;
+                }
+            }
+            let mut at = rdkafka::TopicPartitionList::new();
+            at.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(read)).unwrap();
+            let _ = c.pause(&c.assignment().unwrap());
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = c.poll(Duration::from_millis(300));
+                let _ = c.commit(&at, CommitMode::Sync);
+            }
+        });
+        PausedMember { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for PausedMember {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn a_member_that_paused_processing_and_keeps_committing_is_stall() {
+    let topic = unique("mon-paused");
+    create_topic(&topic, 1);
+    produce(&topic, 0, 30, None);
+    let g = unique("mon-paused-g");
+    let _member = PausedMember::join(&g, &topic);
+    let mut last = Value::Null;
+    wait_for("STALL", Duration::from_secs(60), || {
+        let Ok((status, report)) = try_lag(&[&g], &[]) else { return false };
+        last = report;
+        status == 2 && group(&last, &g)["verdict"] == "STALL"
+    });
+    let p = partition(&last, &g, 0);
+    assert_eq!((p["committed"].as_i64(), p["lag"].as_i64()), (Some(5), Some(25)), "{p}");
+    let members = group(&last, &g)["members"].as_array().unwrap().clone();
+    assert_eq!(group(&last, &g)["state"], "Stable", "{last}");
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0]["client_id"], "paused-member");
+}
+
 /// A member of a KIP-848 ("consumer" protocol) group, polling in a thread until dropped.
 struct Kip848Member {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,

@@ -61,3 +61,37 @@ fn watch_switches_groups_refuses_a_reset_on_a_live_group_and_resets_an_empty_one
     sigterm(&member);
     wait_exit(&mut member, Duration::from_secs(30));
 }
+
+#[test]
+fn quitting_during_a_reset_waits_for_it_and_its_audit_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("watch-quit");
+    create_topic(&topic, 1);
+    produce_with_kcat(&topic, 10, 20);
+    let idle = unique("wq");
+    commit_offset(&idle, &topic, 0, 7);
+    let t = Tmux { socket: unique("kdeck-watch-quit") };
+    let audit = dir.path().join("audit.sqlite");
+    let command = format!(
+        "KDECK_FAILPOINT=slow-reset:3000 {} watch -b {} -G {idle} --history {} --audit {} --log-file {}; echo KDECK-EXIT=$?; sleep 600",
+        env!("CARGO_BIN_EXE_kdeck"),
+        brokers(),
+        dir.path().join("history.sqlite").display(),
+        audit.display(),
+        dir.path().join("watch.log").display()
+    );
+    t.cmd(&["new-session", "-d", "-s", "kdeck", "-x", "160", "-y", "48", &command]);
+    t.wait("the group", |s| s.contains(&format!(" {idle}  Empty")));
+    t.keys(&["R"]);
+    t.wait("the reset form", |s| s.contains("Reset offsets"));
+    t.keys(&["Enter"]);
+    t.wait("the question", |s| s.contains("to earliest? y / n"));
+    // Confirm, and quit at once: the reset takes 3 s.
+    t.keys(&["y", "q"]);
+    let after = t.wait("kdeck to exit", |s| s.contains("KDECK-EXIT="));
+    assert!(after.contains("KDECK-EXIT=0"), "{after}");
+    assert_eq!(committed_offsets(&idle, &topic).get(&0), Some(&0), "the reset was carried out");
+    let out = kdeck().args(["audit", "--audit"]).arg(&audit).args(["list", "--kind", "action"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains(&format!("reset offsets of {idle} to earliest: {topic}[0] 7→0")), "the outcome is audited:\n{listed}");
+}

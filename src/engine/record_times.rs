@@ -20,15 +20,16 @@ const WAIT: Duration = Duration::from_secs(2);
 
 /// (partition, offset asked for) → the timestamp of the first record at or
 /// after that offset; None: the record has no timestamp. Several offsets of
-/// one partition are read in rounds (one offset per partition a round), each
-/// round for up to `wait`. A record that did not arrive in its round (nothing
-/// there yet, or an open transaction holding read_committed back) is left out.
+/// one partition are read in rounds (one offset per partition a round), all
+/// within `wait`. A record that did not arrive (nothing there yet, or an open
+/// transaction holding read_committed back) is left out.
 pub fn first_timestamps(consumer: &BaseConsumer, wanted: &[(Tp, i64)], wait: Duration) -> HashMap<(Tp, i64), Option<i64>> {
     let mut found = HashMap::new();
     let mut left: Vec<(Tp, i64)> = wanted.to_vec();
     left.sort();
     left.dedup();
-    while !left.is_empty() {
+    let deadline = Instant::now() + wait;
+    while !left.is_empty() && Instant::now() < deadline {
         // This round: the first offset left of each partition.
         let mut round: Vec<(Tp, i64)> = Vec::new();
         left.retain(|(tp, o)| {
@@ -39,12 +40,12 @@ pub fn first_timestamps(consumer: &BaseConsumer, wanted: &[(Tp, i64)], wait: Dur
                 false
             }
         });
-        read_round(consumer, round, wait, &mut found);
+        read_round(consumer, round, deadline, &mut found);
     }
     found
 }
 
-fn read_round(consumer: &BaseConsumer, mut missing: Vec<(Tp, i64)>, wait: Duration, found: &mut HashMap<(Tp, i64), Option<i64>>) {
+fn read_round(consumer: &BaseConsumer, mut missing: Vec<(Tp, i64)>, deadline: Instant, found: &mut HashMap<(Tp, i64), Option<i64>>) {
     let mut tpl = TopicPartitionList::new();
     for ((topic, partition), offset) in &missing {
         let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
@@ -52,7 +53,6 @@ fn read_round(consumer: &BaseConsumer, mut missing: Vec<(Tp, i64)>, wait: Durati
     if consumer.assign(&tpl).is_err() {
         return;
     }
-    let deadline = Instant::now() + wait;
     while !missing.is_empty() && Instant::now() < deadline {
         let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else { continue };
         if let Some(i) = missing.iter().position(|((t, p), o)| t == m.topic() && *p == m.partition() && m.offset() >= *o) {

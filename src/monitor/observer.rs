@@ -37,6 +37,9 @@ pub struct Options {
 
 type Key = (String, String, i32);
 
+/// How long a record that did not come is not asked for again.
+const MISS_KEPT: Duration = Duration::from_secs(30);
+
 pub struct Observer {
     options: Options,
     client: BaseConsumer,
@@ -44,10 +47,13 @@ pub struct Observer {
     peek: BaseConsumer,
     /// The last commits of each (group, topic, partition), oldest first.
     history: HashMap<Key, VecDeque<Commit>>,
-    /// Committed offsets seen at the last sample (the history when the log is unreadable).
-    last_committed: HashMap<Key, i64>,
+    /// The committed offset seen at the last sample, and since when it has been
+    /// (the history, when the log is unreadable).
+    last_committed: HashMap<Key, (i64, i64)>,
     /// (topic, partition) → (committed offset, that record's timestamp).
     record_times: HashMap<((String, i32), i64), Option<i64>>,
+    /// Offsets whose record did not come when asked, and when.
+    record_time_misses: HashMap<((String, i32), i64), std::time::Instant>,
     seen_since_ms: i64,
     /// The backfill did not reach the log's end in time.
     read_in_part: bool,
@@ -55,7 +61,9 @@ pub struct Observer {
 
 impl Observer {
     pub fn new(options: Options) -> Result<Observer, String> {
-        let client = consumer(&options, "kdeck-monitor", &[])?;
+        // read_uncommitted: ends are high watermarks, as kafka-consumer-groups
+        // shows them (a read_uncommitted consumer commits up to there).
+        let client = consumer(&options, "kdeck-monitor", &[("isolation.level", "read_uncommitted")])?;
         let md = client.fetch_metadata(Some(OFFSETS_TOPIC), options.timeout).map_err(|e| {
             format!(
                 "cannot reach Kafka at {} within {} ({e}); check --brokers and that the cluster is up",
@@ -74,7 +82,7 @@ impl Observer {
         let log = OffsetsLog::open(&options, offsets_partitions, started);
         let seen_since_ms = if log.is_ok() { started - options.lookback.as_millis() as i64 } else { started };
         let mut observer =
-            Observer { options, client, log, peek, history: HashMap::new(), last_committed: HashMap::new(), record_times: HashMap::new(), seen_since_ms, read_in_part: false };
+            Observer { options, client, log, peek, history: HashMap::new(), last_committed: HashMap::new(), record_times: HashMap::new(), record_time_misses: HashMap::new(), seen_since_ms, read_in_part: false };
         observer.backfill();
         Ok(observer)
     }
@@ -107,6 +115,10 @@ impl Observer {
         if groups.is_empty() {
             return Ok(Vec::new());
         }
+        // The log first, the committed offsets after: every commit the log
+        // shows is then at or before what OffsetFetch answers (a commit seen in
+        // the log but not yet in the answer would look like a rewind).
+        let logged = self.drain_log();
         let now = now_ms();
         let descriptions = admin::describe_groups(&self.client, &groups, self.options.timeout)?;
         let mut groups = Vec::new();
@@ -125,7 +137,9 @@ impl Observer {
                 }
             }
         }
-        self.read_log(&ends);
+        for entry in logged {
+            self.record(entry, |topic, partition, offset| ends.get(&(topic.to_string(), partition)).copied().flatten().map(|e| (e - offset).max(0)));
+        }
         let mut reports: Vec<GroupView> = groups.into_iter().map(|(d, committed)| self.report(d, &committed, &ends, now)).collect();
         self.fill_lag_times(&mut reports, now);
         Ok(reports)
@@ -150,16 +164,25 @@ impl Observer {
             let key = (d.group.clone(), topic.clone(), partition);
             let end = ends.get(&(topic.clone(), partition)).copied().flatten();
             let lag = lag_of(offset, end);
-            let moved = match offset {
-                Some(o) => self.last_committed.insert(key.clone(), o).is_some_and(|before| before != o),
-                None => false,
+            // The offset, and since when it has been seen: a commit the log has
+            // not shown yet is dated then, not re-dated at every sample.
+            let (moved, since) = match offset {
+                Some(o) => match self.last_committed.get(&key) {
+                    Some((before, at)) if *before == o => (false, *at),
+                    before => {
+                        let moved = before.is_some();
+                        self.last_committed.insert(key.clone(), (o, now));
+                        (moved, now)
+                    }
+                },
+                None => (false, now),
             };
             if self.log.is_err() && moved {
                 let commit = Commit { offset: offset.unwrap_or_default(), at_ms: now, lag };
                 push(self.history.entry(key.clone()).or_default(), commit, self.options.window);
             }
             let logged: Vec<Commit> = self.history.get(&key).map(|h| h.iter().copied().collect()).unwrap_or_default();
-            let window = verdict::with_current(&logged, offset, moved, lag, now);
+            let window = verdict::with_current(&logged, offset, moved, lag, since);
             let at = Now { at_ms: now, lag, seen_since_ms: self.seen_since_ms, min_span_ms: self.options.stop_after.as_millis() as i64 };
             partitions.push(GroupPartitionView {
                 error,
@@ -202,26 +225,35 @@ impl Observer {
     /// Reads the commits written since the last read into the history; a
     /// commit's lag is the partition's end now less its offset. A log that
     /// turns unreadable (say, access to it revoked) is given up for polling.
-    fn read_log(&mut self, ends: &HashMap<(String, i32), Option<i64>>) {
-        let Ok(log) = &mut self.log else { return };
-        match log.drain(false) {
-            Ok((entries, _)) => {
-                for entry in entries {
-                    self.record(entry, |topic, partition, offset| ends.get(&(topic.to_string(), partition)).copied().flatten().map(|e| (e - offset).max(0)));
-                }
-            }
+    fn drain_log(&mut self) -> Vec<Entry> {
+        let Ok(log) = &mut self.log else { return Vec::new() };
+        match log.drain(false).and_then(|(entries, _)| self.unreadable_watched(entries)) {
+            Ok(entries) => entries,
             Err(why) => {
                 self.log = Err(why);
                 self.history.clear();
                 self.seen_since_ms = now_ms();
+                Vec::new()
             }
         }
     }
 
+    /// A commit of a watched group that cannot be read ends the log's use: a
+    /// missing commit would look like no commit. Other groups' do not matter.
+    fn unreadable_watched(&self, entries: Vec<Entry>) -> Result<Vec<Entry>, String> {
+        if let Some(Entry::Unreadable { why, .. }) = entries.iter().find(|e| matches!(e, Entry::Unreadable { group, .. } if self.watched(group))) {
+            return Err(format!("cannot read {OFFSETS_TOPIC}: {why}"));
+        }
+        Ok(entries)
+    }
+
+    fn watched(&self, group: &str) -> bool {
+        self.options.all || self.options.groups.iter().any(|g| g == group)
+    }
+
     fn record(&mut self, entry: Entry, lag: impl Fn(&str, i32, i64) -> Option<i64>) {
-        let watched = |group: &String| self.options.all || self.options.groups.contains(group);
         match entry {
-            Entry::Commit { group, topic, partition, offset, at_ms } if watched(&group) => {
+            Entry::Commit { group, topic, partition, offset, at_ms } if self.watched(&group) => {
                 let commit = Commit { offset, at_ms, lag: lag(&topic, partition, offset) };
                 push(self.history.entry((group, topic, partition)).or_default(), commit, self.options.window);
             }
@@ -235,7 +267,7 @@ impl Observer {
     /// The commit log from `lookback` ago up to its end at start.
     fn backfill(&mut self) {
         let Ok(log) = &mut self.log else { return };
-        match log.drain(true) {
+        match log.drain(true).and_then(|(entries, complete)| Ok((self.unreadable_watched(entries)?, complete))) {
             Ok((entries, complete)) => {
                 for entry in entries {
                     self.record(entry, |_, _, _| None);
@@ -309,9 +341,16 @@ impl Observer {
             .filter_map(|p| p.committed.map(|o| ((p.topic.clone(), p.partition), o)))
             .collect();
         self.record_times.retain(|key, _| lagging.contains(key));
-        let wanted: Vec<((String, i32), i64)> = lagging.iter().filter(|k| !self.record_times.contains_key(*k)).cloned().collect();
+        self.record_time_misses.retain(|_, at| at.elapsed() < MISS_KEPT);
+        let wanted: Vec<((String, i32), i64)> =
+            lagging.iter().filter(|k| !self.record_times.contains_key(*k) && !self.record_time_misses.contains_key(*k)).cloned().collect();
         if !wanted.is_empty() {
-            self.record_times.extend(record_times::first_timestamps(&self.peek, &wanted, Duration::from_secs(2)));
+            let found = record_times::first_timestamps(&self.peek, &wanted, Duration::from_secs(2));
+            for key in wanted.into_iter().filter(|k| !found.contains_key(k)) {
+                // Nothing there (a commit at a transaction marker, say): not asked again for a while.
+                self.record_time_misses.insert(key, std::time::Instant::now());
+            }
+            self.record_times.extend(found);
         }
         for p in reports.iter_mut().flat_map(|r| r.partitions.iter_mut()) {
             p.lag_ms = match (p.lag, p.committed) {

@@ -28,7 +28,10 @@ pub enum Entry {
     Commit { group: String, topic: String, partition: i32, offset: i64, at_ms: i64 },
     /// The group's offset for the partition was deleted (expired or by an admin).
     Deleted { group: String, topic: String, partition: i32 },
-    /// Group metadata, KIP-848 records, or a version this reader does not know.
+    /// An offset commit of `group` this reader cannot read (a value version it
+    /// does not know, or cut short).
+    Unreadable { group: String, why: String },
+    /// Group metadata, KIP-848 records.
     Other,
 }
 
@@ -53,6 +56,14 @@ pub fn parse(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Entry, String> 
     let topic = k.string()?;
     let partition = k.i32()?;
     let Some(value) = value else { return Ok(Entry::Deleted { group, topic, partition }) };
+    match commit_value(value) {
+        Ok((offset, at_ms)) => Ok(Entry::Commit { group, topic, partition, offset, at_ms }),
+        Err(why) => Ok(Entry::Unreadable { group, why }),
+    }
+}
+
+/// (offset, commit time) of an OffsetCommitValue.
+fn commit_value(value: &[u8]) -> Result<(i64, i64), String> {
     let mut v = Reader(value);
     let (offset, at_ms) = match v.i16()? {
         // v1's expiry time follows the commit time and is not needed.
@@ -74,9 +85,9 @@ pub fn parse(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Entry, String> 
             (offset, v.i64()?)
         }
         // A commit this reader cannot read must not look like no commit.
-        v => return Err(format!("an offset commit of group `{group}` has value version {v}, which kdeck does not read")),
+        v => return Err(format!("an offset commit has value version {v}, which kdeck does not read")),
     };
-    Ok(Entry::Commit { group, topic, partition, offset, at_ms })
+    Ok((offset, at_ms))
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -142,6 +153,8 @@ pub struct OffsetsLog {
     /// the backfill's goal.
     ends_at_start: Vec<(i32, Option<i64>, i64)>,
     timeout: Duration,
+    /// `behind` per log partition, asked once a sample (cleared at each read).
+    behind_now: std::cell::RefCell<std::collections::HashMap<i32, bool>>,
 }
 
 impl OffsetsLog {
@@ -175,9 +188,15 @@ impl OffsetsLog {
             };
             ends.push((e.partition(), start, hi));
         }
-        consumer.assign(&starts).map_err(|e| format!("cannot read {OFFSETS_TOPIC}: {e}"))?;
+        // Nothing since the lookback: read from the end measured now, so that
+        // commits written before librdkafka resolves "the end" are not missed.
+        let mut from = TopicPartitionList::new();
+        for (p, start, hi) in &ends {
+            from.add_partition_offset(OFFSETS_TOPIC, *p, Offset::Offset(start.unwrap_or(*hi))).map_err(|e| e.to_string())?;
+        }
+        consumer.assign(&from).map_err(|e| format!("cannot read {OFFSETS_TOPIC}: {e}"))?;
         let true_ends = super::observer::consumer(options, "kdeck-monitor-log", &[("isolation.level", "read_uncommitted")])?;
-        Ok(OffsetsLog { consumer, ends: true_ends, partitions, ends_at_start: ends, timeout: options.timeout })
+        Ok(OffsetsLog { consumer, ends: true_ends, partitions, ends_at_start: ends, timeout: options.timeout, behind_now: Default::default() })
     }
 
     /// True when `group`'s commits may be hidden: an open transaction in its
@@ -186,6 +205,15 @@ impl OffsetsLog {
     /// as behind.
     pub fn behind(&self, group: &str) -> bool {
         let p = partition_for(group, self.partitions);
+        if let Some(known) = self.behind_now.borrow().get(&p) {
+            return *known;
+        }
+        let behind = self.query_behind(p);
+        self.behind_now.borrow_mut().insert(p, behind);
+        behind
+    }
+
+    fn query_behind(&self, p: i32) -> bool {
         let stable = self.consumer.fetch_watermarks(OFFSETS_TOPIC, p, self.timeout).map(|(_, hi)| hi);
         let end = self.ends.fetch_watermarks(OFFSETS_TOPIC, p, self.timeout).map(|(_, hi)| hi);
         match (stable, end) {
@@ -201,18 +229,29 @@ impl OffsetsLog {
     /// librdkafka and skipped here.
     /// Also says whether the backfill reached the end.
     pub fn drain(&mut self, backfill: bool) -> Result<(Vec<Entry>, bool), String> {
+        self.behind_now.borrow_mut().clear();
         let mut out = Vec::new();
         let deadline = std::time::Instant::now() + self.timeout;
+        // Positions are asked for at the start, after each thousand records and
+        // whenever nothing is waiting: not after every record.
+        let mut check = backfill;
         loop {
-            if backfill && self.reached_start_end() {
+            if check && self.reached_start_end() {
                 return Ok((out, true));
             }
+            check = false;
             match self.consumer.poll(if backfill { Duration::from_millis(100) } else { Duration::ZERO }) {
-                Some(Ok(m)) => out.push(parse(m.key(), m.payload()).map_err(|e| format!("cannot read {OFFSETS_TOPIC}: {e}"))?),
+                Some(Ok(m)) => {
+                    // A key that cannot be read belongs to no group kdeck can name: skipped.
+                    if let Ok(entry) = parse(m.key(), m.payload()) {
+                        out.push(entry);
+                    }
+                    check = backfill && out.len() % 1000 == 0;
+                }
                 Some(Err(e)) if refused(&e) => return Err(format!("cannot read {OFFSETS_TOPIC}: {e}")),
                 Some(Err(_)) => {}
                 None if !backfill => break,
-                None => {}
+                None => check = true,
             }
             if std::time::Instant::now() > deadline {
                 break;
@@ -300,14 +339,18 @@ mod tests {
     fn a_truncated_record_is_an_error_not_a_panic() {
         let k = key(1, "g", "t", 0);
         assert!(parse(Some(&k[..k.len() - 1]), Some(&[0, 3])).is_err());
-        assert!(parse(Some(&k), Some(&[0, 4, 0, 0])).is_err());
+        assert!(matches!(parse(Some(&k), Some(&[0, 4, 0, 0])).unwrap(), Entry::Unreadable { .. }));
     }
 
     #[test]
-    fn a_commit_of_a_value_version_not_known_is_an_error_not_nothing() {
+    fn a_commit_of_a_value_version_not_known_is_unreadable_not_nothing() {
         let mut v5 = 5i16.to_be_bytes().to_vec();
         v5.extend([0u8; 30]);
-        assert!(parse(Some(&key(1, "g", "t", 0)), Some(&v5)).unwrap_err().contains("value version 5"));
+        match parse(Some(&key(1, "g", "t", 0)), Some(&v5)).unwrap() {
+            Entry::Unreadable { group, why } => assert!(group == "g" && why.contains("value version 5"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse(Some(&key(1, "g", "t", 0)), Some(&[0, 4, 0])).unwrap(), Entry::Unreadable { .. }), "cut short");
         // Other key versions (group metadata, KIP-848 records) are not commits.
         assert_eq!(parse(Some(&key(7, "g", "t", 0)), Some(&v5)).unwrap(), Entry::Other);
     }

@@ -1,4 +1,5 @@
-//! One row per assigned partition: state, offsets, lag with a bar and in time, rate.
+//! One row per assigned partition: state, offsets, lag with a bar and in time,
+//! rate, and the age of the last record processed.
 //! Columns are fitted like the other tables: numbers are never cut (a column
 //! that does not fit goes whole), a long topic name is shortened but keeps its
 //! partition number.
@@ -20,7 +21,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, s: &Snapshot) {
     let rows = app.partitions(s);
     let max_lag = rows.iter().filter_map(|p| p.lag).max().unwrap_or(0).max(1);
     let opt = |o: Option<i64>| o.map_or("-".to_string(), |v| v.to_string());
-    let texts: Vec<[String; 9]> = rows
+    let texts: Vec<[String; 10]> = rows
         .iter()
         .map(|p| {
             [
@@ -33,6 +34,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, s: &Snapshot) {
                 p.lag_ms.map_or("?".to_string(), |ms| time::span(ms.max(0) as u64)),
                 time::count(p.rate),
                 p.queued.to_string(),
+                p.last_processed_age_ms.map_or("-".to_string(), |ms| time::span(ms.max(0) as u64)),
             ]
         })
         .collect();
@@ -51,6 +53,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, s: &Snapshot) {
         Column::new("behind", Kind::Number, 5, column(6)),
         Column::new("rec/s", Kind::Number, 4, column(7)),
         Column::new("queued", Kind::Number, 1, column(8)),
+        Column::new("age", Kind::Number, 2, column(9)),
     ];
     let widths = fit::fit(&columns, area.width.saturating_sub(2));
     let selected = app.selected(Panel::Partitions);
@@ -65,7 +68,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, s: &Snapshot) {
                 Span::styled("█".repeat(filled.min(BAR)), if lag > 0 { Style::default().fg(ratatui::style::Color::Yellow) } else { Style::default() }),
                 Span::styled("·".repeat(BAR - filled.min(BAR)), style::dim()),
             ]);
-            let [name, state, position, committed, high, lag_text, behind, rate, queued] = t;
+            let [name, state, position, committed, high, lag_text, behind, rate, queued, age] = t;
             let name_width = widths[0].unwrap_or(0) as usize;
             let values: Vec<Cell> = vec![
                 Cell::from(shorten_keeping_partition(&p.topic, p.partition, &name, name_width)),
@@ -78,6 +81,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, s: &Snapshot) {
                 Cell::from(behind),
                 Cell::from(rate),
                 Cell::from(queued),
+                Cell::from(age),
             ];
             let cells: Vec<Cell> = values.into_iter().zip(&widths).filter(|(_, w)| w.is_some()).map(|(c, _)| c).collect();
             let row = Row::new(cells);
