@@ -28,7 +28,7 @@ fn partition(report: &Value, name: &str, p: i64) -> Value {
 }
 
 fn produce(topic: &str, partition: i32, n: usize) {
-    let records: Vec<(i32, Option<&[u8]>, Option<&[u8]>, Vec<(&str, &[u8])>)> = (0..n).map(|_| (partition, None, Some(&b"{}"[..]), vec![])).collect();
+    let records: Vec<_> = (0..n).map(|_| (partition, None, Some(&b"{}"[..]), vec![])).collect();
     produce_raw(topic, &records);
 }
 

@@ -151,16 +151,16 @@ impl Observer {
             .iter()
             .flat_map(|m| m.partitions.iter().map(move |tp| (tp.clone(), format!("{}@{}", m.client_id, m.host))))
             .collect();
-        let mut offsets: Vec<((String, i32), Option<i64>, Option<String>)> =
-            committed.iter().map(|c| ((c.topic.clone(), c.partition), c.offset, c.error.clone())).collect();
-        for tp in members.keys() {
-            if !offsets.iter().any(|(k, _, _)| k == tp) {
-                offsets.push((tp.clone(), None, None));
+        // Partitions with an offset, and assigned ones without.
+        let mut offsets: Vec<admin::Committed> = committed.to_vec();
+        for (topic, partition) in members.keys() {
+            if !offsets.iter().any(|c| &c.topic == topic && c.partition == *partition) {
+                offsets.push(admin::Committed { topic: topic.clone(), partition: *partition, offset: None, error: None });
             }
         }
-        offsets.sort();
+        offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         let mut partitions = Vec::new();
-        for ((topic, partition), offset, error) in offsets {
+        for admin::Committed { topic, partition, offset, error } in offsets {
             let key = (d.group.clone(), topic.clone(), partition);
             let end = ends.get(&(topic.clone(), partition)).copied().flatten();
             let lag = lag_of(offset, end);
