@@ -279,50 +279,24 @@ fn watch_stops_at_once_even_in_the_middle_of_a_slow_sample() {
     assert!(status.success() || status.code() == Some(130), "{status:?}");
 }
 
-/// A member that joined the group, read five records, paused its partition
-/// (processing stuck) and goes on committing its position, as Java's
-/// auto-commit does every few seconds, until dropped.
-struct PausedMember {
+/// A consumer that runs `body` on a thread of its own until dropped (`body`
+/// is told to stop through its flag).
+struct Member {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl PausedMember {
-    fn join(group: &str, topic: &str) -> PausedMember {
-        use rdkafka::consumer::CommitMode;
-        use rdkafka::message::Message;
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .set("group.id", group)
-            .set("client.id", "paused-member")
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .create()
-            .unwrap();
+impl Member {
+    fn start(config: &mut ClientConfig, topic: &str, body: impl FnOnce(BaseConsumer, &std::sync::atomic::AtomicBool) + Send + 'static) -> Member {
+        let c: BaseConsumer = config.set("bootstrap.servers", brokers()).set("auto.offset.reset", "earliest").create().unwrap();
         c.subscribe(&[topic]).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
-        let topic = topic.to_string();
-        let thread = std::thread::spawn(move || {
-            let mut read = 0;
-            while read < 5 && !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-                    read = m.offset() + 1;
-                }
-            }
-            let mut at = rdkafka::TopicPartitionList::new();
-            at.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(read)).unwrap();
-            let _ = c.pause(&c.assignment().unwrap());
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = c.poll(Duration::from_millis(300));
-                let _ = c.commit(&at, CommitMode::Sync);
-            }
-        });
-        PausedMember { stop, thread: Some(thread) }
+        Member { stop, thread: Some(std::thread::spawn(move || body(c, &flag))) }
     }
 }
 
-impl Drop for PausedMember {
+impl Drop for Member {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -331,13 +305,51 @@ impl Drop for PausedMember {
     }
 }
 
+/// A member that joined the group, read five records, paused its partition
+/// (processing stuck) and goes on committing its position, as Java's
+/// auto-commit does every few seconds.
+fn paused_member(group: &str, topic: &str) -> Member {
+    use rdkafka::consumer::CommitMode;
+    use rdkafka::message::Message;
+    let mut config = ClientConfig::new();
+    config.set("group.id", group).set("client.id", "paused-member").set("enable.auto.commit", "false");
+    let topic_name = topic.to_string();
+    Member::start(&mut config, topic, move |c, stop| {
+        let mut read = 0;
+        while read < 5 && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                read = m.offset() + 1;
+            }
+        }
+        let mut at = rdkafka::TopicPartitionList::new();
+        at.add_partition_offset(&topic_name, 0, rdkafka::Offset::Offset(read)).unwrap();
+        let _ = c.pause(&c.assignment().unwrap());
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = c.poll(Duration::from_millis(300));
+            let _ = c.commit(&at, CommitMode::Sync);
+        }
+    })
+}
+
+/// A member of a KIP-848 ("consumer" protocol) group, polling.
+fn kip848_member(group: &str, topic: &str) -> Member {
+    let mut config = ClientConfig::new();
+    config.set("group.id", group).set("group.protocol", "consumer").set("client.id", "kip848-member");
+    Member::start(&mut config, topic, |c, stop| {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = c.poll(Duration::from_millis(100));
+        }
+        c.unsubscribe();
+    })
+}
+
 #[test]
 fn a_member_that_paused_processing_and_keeps_committing_is_stall() {
     let topic = unique("mon-paused");
     create_topic(&topic, 1);
     produce(&topic, 0, 30, None);
     let g = unique("mon-paused-g");
-    let _member = PausedMember::join(&g, &topic);
+    let _member = paused_member(&g, &topic);
     let mut last = Value::Null;
     wait_for("STALL", Duration::from_secs(60), || {
         let Ok((status, report)) = try_lag(&[&g], &[]) else { return false };
@@ -350,44 +362,6 @@ fn a_member_that_paused_processing_and_keeps_committing_is_stall() {
     assert_eq!(group(&last, &g)["state"], "Stable", "{last}");
     assert_eq!(members.len(), 1);
     assert_eq!(members[0]["client_id"], "paused-member");
-}
-
-/// A member of a KIP-848 ("consumer" protocol) group, polling in a thread until dropped.
-struct Kip848Member {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Kip848Member {
-    fn join(group: &str, topic: &str) -> Kip848Member {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .set("group.id", group)
-            .set("group.protocol", "consumer")
-            .set("client.id", "kip848-member")
-            .set("auto.offset.reset", "earliest")
-            .create()
-            .unwrap();
-        c.subscribe(&[topic]).unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = c.poll(Duration::from_millis(100));
-            }
-            c.unsubscribe();
-        });
-        Kip848Member { stop, thread: Some(thread) }
-    }
-}
-
-impl Drop for Kip848Member {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 #[test]
@@ -404,7 +378,7 @@ fn members_of_classic_kip848_and_kdeck_groups_are_shown_without_joining() {
             .spawn()
             .unwrap(),
     );
-    let _member = Kip848Member::join(&kip848, &topic);
+    let _member = kip848_member(&kip848, &topic);
     let dir = tempfile::tempdir().unwrap();
     let _kdeck = Killed(spawn_run(&ours, &topic, &dir.path().join("out.jsonl"), &["-X", "client.id=kdeck-member"]));
 

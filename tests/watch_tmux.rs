@@ -9,6 +9,22 @@ use std::time::Duration;
 use common::tmux::Tmux;
 use common::*;
 
+/// `kdeck watch -G GROUPS` in a fresh tmux server at 160×48, its stores and
+/// log in `dir`; the pane stays open after it exits and shows its status.
+fn launch_watch(groups: &str, dir: &std::path::Path, env: &str) -> Tmux {
+    let t = Tmux { socket: unique("kdeck-watch") };
+    let command = format!(
+        "{env} {} watch -b {} -G {groups} --history {} --audit {} --log-file {}; echo KDECK-EXIT=$?; sleep 600",
+        env!("CARGO_BIN_EXE_kdeck"),
+        brokers(),
+        dir.join("history.sqlite").display(),
+        dir.join("audit.sqlite").display(),
+        dir.join("watch.log").display()
+    );
+    t.cmd(&["new-session", "-d", "-s", "kdeck", "-x", "160", "-y", "48", &command]);
+    t
+}
+
 #[test]
 fn watch_switches_groups_refuses_a_reset_on_a_live_group_and_resets_an_empty_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -21,17 +37,8 @@ fn watch_switches_groups_refuses_a_reset_on_a_live_group_and_resets_an_empty_one
     let live = unique("wl");
     let mut member = spawn_run(&live, &topic, &dir.path().join("live.jsonl"), &[]);
 
-    let t = Tmux { socket: unique("kdeck-watch") };
     let audit = dir.path().join("audit.sqlite");
-    let command = format!(
-        "{} watch -b {} -G {idle},{live} --history {} --audit {} --log-file {}; echo KDECK-EXIT=$?; sleep 600",
-        env!("CARGO_BIN_EXE_kdeck"),
-        brokers(),
-        dir.path().join("history.sqlite").display(),
-        audit.display(),
-        dir.path().join("watch.log").display()
-    );
-    t.cmd(&["new-session", "-d", "-s", "kdeck", "-x", "160", "-y", "48", &command]);
+    let t = launch_watch(&format!("{idle},{live}"), dir.path(), "");
     t.wait("both groups", |s| s.contains(&idle) && s.contains(&live));
 
     // Pick the live group with the filter, and ask for a reset: refused.
@@ -70,17 +77,8 @@ fn quitting_during_a_reset_waits_for_it_and_its_audit_record() {
     produce_with_kcat(&topic, 10, 20);
     let idle = unique("wq");
     commit_offset(&idle, &topic, 0, 7);
-    let t = Tmux { socket: unique("kdeck-watch-quit") };
     let audit = dir.path().join("audit.sqlite");
-    let command = format!(
-        "KDECK_FAILPOINT=slow-reset:3000 {} watch -b {} -G {idle} --history {} --audit {} --log-file {}; echo KDECK-EXIT=$?; sleep 600",
-        env!("CARGO_BIN_EXE_kdeck"),
-        brokers(),
-        dir.path().join("history.sqlite").display(),
-        audit.display(),
-        dir.path().join("watch.log").display()
-    );
-    t.cmd(&["new-session", "-d", "-s", "kdeck", "-x", "160", "-y", "48", &command]);
+    let t = launch_watch(&idle, dir.path(), "KDECK_FAILPOINT=slow-reset:3000");
     t.wait("the group", |s| s.contains(&format!(" {idle}  Empty")));
     t.keys(&["R"]);
     t.wait("the reset form", |s| s.contains("Reset offsets"));
