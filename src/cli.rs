@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::security::SecurityArgs;
+
 #[derive(Debug, Parser)]
 #[command(name = "kdeck", version, about = "A production Kafka consumer that is its own live dashboard.")]
 pub struct Cli {
@@ -66,6 +68,8 @@ pub struct MonitorArgs {
     /// Any librdkafka property, e.g. -X security.protocol=SASL_SSL (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     pub properties: Vec<String>,
+    #[command(flatten)]
+    pub security: SecurityArgs,
     /// Commits a partition's verdict looks at (Burrow's window).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=1000))]
     pub window: u32,
@@ -134,6 +138,8 @@ pub struct DlqSource {
     /// Any librdkafka property (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     pub properties: Vec<String>,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -271,6 +277,8 @@ pub struct RunArgs {
     /// TOML file with the same keys as these options (and a [properties] table for librdkafka).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub security: SecurityArgs,
     /// per-message | batch:N | interval:DURATION | at-most-once | eos (exactly-once, with --sink sqlite: or kafka:; default batch:1000).
     #[arg(long)]
     pub commit: Option<String>,

@@ -177,6 +177,8 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
         };
         properties.push((k.clone(), v));
     }
+    // The friendly options, then -X: a -X property wins.
+    properties.extend(args.security.properties().map_err(|e| anyhow!(e))?);
     for kv in &args.properties {
         let (k, v) = kv
             .split_once('=')

@@ -12,6 +12,7 @@ pub mod logging;
 pub mod metrics;
 pub mod lag;
 pub mod monitor;
+pub mod security;
 pub mod tools;
 pub mod tui;
 pub mod watch;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use clap::Parser;
 use kdeck::cli::{Cli, Command};
 use kdeck::engine::pipeline::Pipeline;
-use kdeck::{config, demo, engine, headless, lag, logging, metrics, tools, tui, watch};
+use kdeck::{config, demo, engine, headless, lag, logging, metrics, security, tools, tui, watch};
 
 fn main() -> ExitCode {
     return_large_buffers_to_the_system();
@@ -33,6 +33,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             engine_cfg.exactly_once = pipeline.exactly_once();
             let strategies = tui::strategies(engine_cfg.exactly_once.is_some());
             let endpoint = metrics::bind_option(args.output.metrics.as_deref())?;
+            security::check_connection(&engine_cfg.brokers, &engine_cfg.properties, engine_cfg.connect_timeout).map_err(anyhow::Error::msg)?;
             let engine = engine::start(engine_cfg, pipeline.factory())?;
             on_signals_shut_down(engine.shutdown_flag())?;
             metrics::serve_engine(endpoint, &engine)?;

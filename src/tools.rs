@@ -107,15 +107,12 @@ pub fn dlq(args: &DlqArgs) -> Result<()> {
 }
 
 fn properties(source: &DlqSource) -> Result<Vec<(String, String)>> {
-    source
-        .properties
-        .iter()
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
-                .ok_or_else(|| anyhow!("-X `{kv}` is not KEY=VALUE"))
-        })
-        .collect()
+    let mut out = source.security.properties().map_err(|e| anyhow!(e))?;
+    for kv in &source.properties {
+        let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("-X `{}` is not KEY=VALUE", crate::lag::key_of(kv)))?;
+        out.push((k.trim().to_string(), v.to_string()));
+    }
+    Ok(out)
 }
 
 /// Reads the dead-letter topic from its start to its current end (no group, nothing committed).
@@ -129,8 +126,9 @@ fn read(source: &DlqSource, filter: &DlqFilter) -> Result<Vec<OwnedMessage>> {
     for (k, v) in properties(source)? {
         cc.set(k, v);
     }
-    let consumer: BaseConsumer = cc.create().map_err(|e| anyhow!("cannot create a Kafka client: {e}"))?;
     let timeout = Duration::from_secs(10);
+    crate::security::check_connection(&source.brokers, &properties(source)?, timeout).map_err(|e| anyhow!(e))?;
+    let consumer: BaseConsumer = cc.create().map_err(|e| anyhow!("cannot create a Kafka client: {e}"))?;
     let md = consumer
         .fetch_metadata(Some(&source.dlq), timeout)
         .map_err(|e| anyhow!("cannot reach Kafka at {} ({e}); check --brokers", source.brokers))?;

@@ -61,6 +61,7 @@ pub struct Observer {
 
 impl Observer {
     pub fn new(options: Options) -> Result<Observer, String> {
+        crate::security::check_connection(&options.brokers, &options.properties, options.timeout)?;
         // read_uncommitted: ends are high watermarks, as kafka-consumer-groups
         // shows them (a read_uncommitted consumer commits up to there).
         let client = consumer(&options, "kdeck-monitor", &[("isolation.level", "read_uncommitted")])?;

@@ -1,0 +1,185 @@
+//! Against the broker's secured listeners (`scripts/kafka start --secure`):
+//! SASL_SSL with SCRAM-SHA-512, SSL with client certificates, SASL_PLAINTEXT.
+//! kdeck connects with the friendly options, and every kind of bad input is
+//! one sentence within the connect timeout; the password is never shown.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Where `scripts/kafka start --secure` put the CA, certificates and users.
+fn certs() -> PathBuf {
+    PathBuf::from(std::env::var("KDECK_TEST_CERTS").expect(
+        "KDECK_TEST_CERTS is not set: run the suite with scripts/test, or start the broker with scripts/kafka start --secure \
+         and export KDECK_TEST_CERTS=/tmp/kdeck-kafka-9092/certs",
+    ))
+}
+
+/// The port of a secured listener: the plaintext one plus `offset`.
+fn listener(offset: u16) -> String {
+    let plain: u16 = brokers().rsplit(':').next().unwrap().parse().unwrap();
+    format!("127.0.0.1:{}", plain + offset)
+}
+
+fn sasl_ssl() -> String {
+    listener(2)
+}
+fn mtls() -> String {
+    listener(3)
+}
+fn sasl_plaintext() -> String {
+    listener(4)
+}
+
+fn alice_password() -> String {
+    let users = std::fs::read_to_string(certs().join("users")).unwrap();
+    users.lines().find_map(|l| l.strip_prefix("alice ")).unwrap().to_string()
+}
+
+fn password_file(dir: &std::path::Path, password: &str) -> PathBuf {
+    let f = dir.join("password");
+    std::fs::write(&f, format!("{password}\n")).unwrap();
+    f
+}
+
+fn ca(name: &str) -> String {
+    certs().join(name).display().to_string()
+}
+
+/// `kdeck lag --all` with these options, a 5 s connect timeout.
+fn lag_with(brokers: &str, options: &[&str]) -> Output {
+    kdeck().args(["lag", "--all", "-b", brokers, "--connect-timeout", "5s"]).args(options).output().unwrap()
+}
+
+#[test]
+fn every_secured_listener_is_reached_with_the_friendly_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = password_file(dir.path(), &alice_password());
+    let pw = pw.to_str().unwrap();
+    let ca_pem = ca("ca.pem");
+    let (cert, key) = (ca("client.pem"), ca("client.key"));
+    let ok = |out: Output, what: &str| assert_eq!(out.status.code(), Some(0), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    ok(lag_with(&sasl_ssl(), &["--sasl-user", "alice", "--sasl-password-file", pw, "--tls-ca", &ca_pem]), "SASL_SSL");
+    ok(lag_with(&mtls(), &["--tls-ca", &ca_pem, "--tls-cert", &cert, "--tls-key", &key]), "mTLS");
+    ok(
+        kdeck()
+            .args(["lag", "--all", "-b", &sasl_plaintext(), "--connect-timeout", "5s", "--sasl-user", "alice"])
+            .env("KDECK_SASL_PASSWORD", alice_password())
+            .output()
+            .unwrap(),
+        "SASL_PLAINTEXT, the password from the environment",
+    );
+    // The same by -X, as librdkafka spells it.
+    ok(
+        lag_with(
+            &sasl_ssl(),
+            &["-X", "security.protocol=SASL_SSL", "-X", "sasl.mechanism=SCRAM-SHA-512", "-X", "sasl.username=alice", "-X", &format!("sasl.password={}", alice_password()), "-X", &format!("ssl.ca.location={ca_pem}")],
+        ),
+        "SASL_SSL by -X",
+    );
+}
+
+#[test]
+fn a_run_over_sasl_ssl_consumes_to_the_end_and_its_dead_letters_go_out_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("sec-run");
+    create_topic(&topic, 1);
+    create_topic(&format!("{topic}.dlq"), 1);
+    let records: Vec<_> = (0..20).map(|i| (0, None, Some(if i == 7 { &b"not json"[..] } else { &b"{\"n\":1}"[..] }), vec![])).collect();
+    produce_raw(&topic, &records);
+    let pw = password_file(dir.path(), &alice_password());
+    let out = kdeck()
+        .args(["run", "--headless", "--stop-at-end", "-b", &sasl_ssl(), "-G", &unique("sec-g"), "-t", &topic, "--format", "json"])
+        .args(["--sasl-user", "alice", "--sasl-password-file", pw.to_str().unwrap(), "--tls-ca", &ca("ca.pem")])
+        .arg("--sink")
+        .arg(format!("jsonl:{}", dir.path().join("out.jsonl").display()))
+        .arg("--log-file")
+        .arg(dir.path().join("kdeck.log"))
+        .arg("--audit")
+        .arg(dir.path().join("audit.sqlite"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(line_count(&dir.path().join("out.jsonl")), 19);
+    assert_eq!(read_topic(&format!("{topic}.dlq")).len(), 1, "the dead letter went out over the same secured listener");
+}
+
+#[test]
+fn bad_credentials_and_mismatched_tls_get_one_sentence_within_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = password_file(dir.path(), &alice_password());
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not-the-password\n").unwrap();
+    let (good, wrong) = (good.to_str().unwrap(), wrong.to_str().unwrap());
+    let (ca_pem, other) = (ca("ca.pem"), ca("other-ca.pem"));
+    let (stranger_cert, stranger_key, client_cert) = (ca("stranger.pem"), ca("stranger.key"), ca("client.pem"));
+    let cases: Vec<(&str, String, Vec<&str>, &str)> = vec![
+        ("a wrong password", sasl_ssl(), vec!["--sasl-user", "alice", "--sasl-password-file", wrong, "--tls-ca", &ca_pem], "authentication failed for user alice with SCRAM-SHA-512"),
+        ("an unknown CA", sasl_ssl(), vec!["--sasl-user", "alice", "--sasl-password-file", good, "--tls-ca", &other], "the broker's certificate is not signed by the given CA"),
+        ("TLS against a plaintext port", brokers(), vec!["--tls-ca", &ca_pem], "does not speak TLS on this port"),
+        ("no client certificate where one is required", mtls(), vec!["--tls-ca", &ca_pem], "the broker asks for a client certificate"),
+        ("a client certificate of a CA the broker does not trust", mtls(), vec!["--tls-ca", &ca_pem, "--tls-cert", &stranger_cert, "--tls-key", &stranger_key], "does not trust the client certificate's CA"),
+        ("a certificate and a key that do not match", mtls(), vec!["--tls-ca", &ca_pem, "--tls-cert", &client_cert, "--tls-key", &stranger_key], "the client certificate and its key do not match"),
+        ("plaintext against a SASL port", sasl_plaintext(), vec![], "expects SASL on this port"),
+        ("plaintext against a TLS port", mtls(), vec![], "whether it needs TLS or SASL"),
+    ];
+    for (what, brokers, options, expected) in cases {
+        let started = Instant::now();
+        let out = lag_with(&brokers, &options);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{what}: {err}");
+        assert!(err.contains(expected), "{what}: expected `{expected}` in: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{what}: one sentence: {err}");
+        assert!(started.elapsed() < Duration::from_secs(12), "{what}: took {:?}", started.elapsed());
+        assert!(!err.contains(&alice_password()) && !err.contains("not-the-password"), "{what}: a password shown: {err}");
+    }
+}
+
+#[test]
+fn the_password_is_never_shown_in_output_logs_snapshots_or_the_audit_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("sec-secret");
+    create_topic(&topic, 1);
+    create_topic(&format!("{topic}.dlq"), 1);
+    produce_raw(&topic, &[(0, None, Some(&b"{}"[..]), vec![]), (0, None, Some(&b"oops"[..]), vec![])]);
+    let password = alice_password();
+    let wrong = "a-wrong-secret-4711";
+    let run = |password: &str, tag: &str| {
+        kdeck()
+            .args(["run", "--headless", "--json", "--stop-at-end", "-b", &sasl_ssl(), "-G", &unique("sec-s"), "-t", &topic, "--format", "json"])
+            .args(["--sasl-user", "alice", "--tls-ca", &ca("ca.pem"), "--connect-timeout", "5s"])
+            .env("KDECK_SASL_PASSWORD", password)
+            .arg("--log-file")
+            .arg(dir.path().join(format!("{tag}.log")))
+            .arg("--audit")
+            .arg(dir.path().join("audit.sqlite"))
+            .output()
+            .unwrap()
+    };
+    let good = run(&password, "good");
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    let failed = run(wrong, "failed");
+    assert!(!failed.status.success());
+    let help = kdeck().args(["run", "--help"]).env("KDECK_SASL_PASSWORD", &password).output().unwrap();
+    let mut seen: Vec<(String, Vec<u8>)> = vec![
+        ("stdout".into(), good.stdout),
+        ("stderr".into(), good.stderr),
+        ("failed stdout".into(), failed.stdout),
+        ("failed stderr".into(), failed.stderr),
+        ("--help".into(), help.stdout),
+    ];
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        seen.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+    }
+    for (name, bytes) in &seen {
+        for secret in [password.as_bytes(), wrong.as_bytes()] {
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret), "a password is in {name}");
+        }
+    }
+    assert!(seen.iter().any(|(n, b)| n.ends_with("good.log") && !b.is_empty()), "the log was written and searched");
+}
