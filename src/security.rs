@@ -145,6 +145,16 @@ pub fn check_connection(brokers: &str, properties: &[(String, String)], timeout:
     }
 }
 
+/// Who the cluster sees, as a sentence names it: `user alice`, `the client
+/// certificate's user`, `this client`.
+pub fn who(properties: &[(String, String)]) -> String {
+    match (property(properties, "sasl.username"), property(properties, "ssl.certificate.location")) {
+        (Some(user), _) => format!("user {user}"),
+        (None, Some(_)) => "the client certificate's user".into(),
+        _ => "this client".into(),
+    }
+}
+
 fn property<'a>(properties: &'a [(String, String)], key: &str) -> Option<&'a str> {
     properties.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }

@@ -194,7 +194,7 @@ fn a_kdeck_member_whose_processing_is_stuck_is_stop_while_its_group_stays_stable
     let dir = tempfile::tempdir().unwrap();
     // The child answers ten records, then never again: processing is stuck.
     let sink = "exec:n=0; while IFS= read -r line; do n=$((n+1)); if [ $n -gt 10 ]; then sleep 3600; fi; echo ok; done";
-    let mut member = kdeck()
+    let _member = Killed(kdeck()
         .args(["run", "--headless", "-b", &brokers(), "-G", &g, "-t", &topic, "--sink", sink, "--exec-timeout", "10m", "--commit", "per-message"])
         .arg("--log-file")
         .arg(dir.path().join("kdeck.log"))
@@ -203,7 +203,7 @@ fn a_kdeck_member_whose_processing_is_stuck_is_stop_while_its_group_stays_stable
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap());
     wait_for("the first ten committed", Duration::from_secs(60), || committed_offsets(&g, &topic).get(&0) == Some(&10));
     produce(&topic, 0, 20, None);
     let mut last = Value::Null;
@@ -219,9 +219,7 @@ fn a_kdeck_member_whose_processing_is_stuck_is_stop_while_its_group_stays_stable
     let out = kdeck().args(["lag", "--json", "--all", "-b", &brokers()]).output().unwrap();
     let all: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(all["groups"].as_array().unwrap().iter().any(|x| x["group"] == g.as_str()), "{all}");
-    // Stuck on a record: no graceful drain to wait for.
-    let _ = member.kill();
-    let _ = member.wait();
+    // Stuck on a record: no graceful drain to wait for (Killed ends it).
 }
 
 #[test]

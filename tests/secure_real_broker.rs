@@ -55,6 +55,17 @@ fn lag_with(brokers: &str, options: &[&str]) -> Output {
     kdeck().args(["lag", "--all", "-b", brokers, "--connect-timeout", "5s"]).args(options).output().unwrap()
 }
 
+/// A group alice may see, caught up on a topic she may read: `lag -G` on it
+/// exits 0 whatever other groups the cluster has.
+fn caught_up_group() -> String {
+    let topic = unique("sec-conn");
+    create_topic(&topic, 1);
+    produce_raw(&topic, &[(0, None, Some(&b"{}"[..]), vec![])]);
+    let group = unique("sec-conn-g");
+    commit_offset(&group, &topic, 0, 1);
+    group
+}
+
 #[test]
 fn every_secured_listener_is_reached_with_the_friendly_options() {
     let dir = tempfile::tempdir().unwrap();
@@ -62,12 +73,16 @@ fn every_secured_listener_is_reached_with_the_friendly_options() {
     let pw = pw.to_str().unwrap();
     let ca_pem = ca("ca.pem");
     let (cert, key) = (ca("client.pem"), ca("client.key"));
-    let ok = |out: Output, what: &str| assert_eq!(out.status.code(), Some(0), "{what}: {}", String::from_utf8_lossy(&out.stderr));
-    ok(lag_with(&sasl_ssl(), &["--sasl-user", "alice", "--sasl-password-file", pw, "--tls-ca", &ca_pem]), "SASL_SSL");
-    ok(lag_with(&mtls(), &["--tls-ca", &ca_pem, "--tls-cert", &cert, "--tls-key", &key]), "mTLS");
+    let group = caught_up_group();
+    let lag = |brokers: &str, options: &[&str]| kdeck().args(["lag", "-G", &group, "-b", brokers]).args(options).output().unwrap();
+    let ok = |out: Output, what: &str| {
+        assert_eq!(out.status.code(), Some(0), "{what}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    ok(lag(&sasl_ssl(), &["--sasl-user", "alice", "--sasl-password-file", pw, "--tls-ca", &ca_pem]), "SASL_SSL");
+    ok(lag(&mtls(), &["--tls-ca", &ca_pem, "--tls-cert", &cert, "--tls-key", &key]), "mTLS");
     ok(
         kdeck()
-            .args(["lag", "--all", "-b", &sasl_plaintext(), "--connect-timeout", "5s", "--sasl-user", "alice"])
+            .args(["lag", "-G", &group, "-b", &sasl_plaintext(), "--sasl-user", "alice"])
             .env("KDECK_SASL_PASSWORD", alice_password())
             .output()
             .unwrap(),
@@ -75,7 +90,7 @@ fn every_secured_listener_is_reached_with_the_friendly_options() {
     );
     // The same by -X, as librdkafka spells it.
     ok(
-        lag_with(
+        lag(
             &sasl_ssl(),
             &["-X", "security.protocol=SASL_SSL", "-X", "sasl.mechanism=SCRAM-SHA-512", "-X", "sasl.username=alice", "-X", &format!("sasl.password={}", alice_password()), "-X", &format!("ssl.ca.location={ca_pem}")],
         ),
@@ -182,4 +197,69 @@ fn the_password_is_never_shown_in_output_logs_snapshots_or_the_audit_store() {
         }
     }
     assert!(seen.iter().any(|(n, b)| n.ends_with("good.log") && !b.is_empty()), "the log was written and searched");
+}
+
+/// `kdeck run` as alice over SASL_SSL (the password from the environment).
+fn run_as_alice(group: &str, topic: &str, dir: &std::path::Path, extra: &[&str]) -> Output {
+    kdeck()
+        .args(["run", "--headless", "--stop-at-end", "-b", &sasl_ssl(), "-G", group, "-t", topic, "--connect-timeout", "5s"])
+        .args(["--sasl-user", "alice", "--tls-ca", &ca("ca.pem")])
+        .args(extra)
+        .env("KDECK_SASL_PASSWORD", alice_password())
+        .arg("--log-file")
+        .arg(dir.join("kdeck.log"))
+        .arg("--audit")
+        .arg(dir.join("audit.sqlite"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn what_the_acls_refuse_is_named_and_nothing_is_committed_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // alice may use names beginning with sec- only.
+    let hidden = unique("open");
+    create_topic(&hidden, 1);
+    let out = run_as_alice(&unique("sec-g"), &hidden, dir.path(), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("user alice may not read topic `{hidden}`")) && err.contains("DESCRIBE"), "{err}");
+
+    let topic = unique("sec-acl");
+    create_topic(&topic, 1);
+    produce_raw(&topic, &[(0, None, Some(&b"{}"[..]), vec![]), (0, None, Some(&b"not json"[..]), vec![]), (0, None, Some(&b"{}"[..]), vec![])]);
+    let other_group = unique("other");
+    let started = Instant::now();
+    let out = run_as_alice(&other_group, &topic, dir.path(), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("user alice may not use group `{other_group}`")), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+
+    // A dead-letter topic alice may not write: the partition is blocked at the
+    // bad record (offset 1), and nothing past it is committed. (It stays blocked,
+    // writes retried, until the right is granted or the run is stopped.)
+    let group = unique("sec-dlq");
+    let status = dir.path().join("dlq.stderr");
+    let mut child = Killed(
+        kdeck()
+            .args(["run", "--headless", "-b", &sasl_ssl(), "-G", &group, "-t", &topic, "--connect-timeout", "5s", "--format", "json", "--dlq", &hidden])
+            .args(["--sasl-user", "alice", "--tls-ca", &ca("ca.pem")])
+            .env("KDECK_SASL_PASSWORD", alice_password())
+            .arg("--log-file")
+            .arg(dir.path().join("dlq.log"))
+            .arg("--audit")
+            .arg(dir.path().join("dlq.sqlite"))
+            .stderr(std::fs::File::create(&status).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let blocked = format!("dead-letter topic {hidden} refused the record");
+    wait_for("the partition blocked", Duration::from_secs(60), || std::fs::read_to_string(&status).is_ok_and(|s| s.contains(&blocked)));
+    sigterm(&child.0);
+    let exit = wait_exit(&mut child.0, Duration::from_secs(30));
+    assert!(!exit.success());
+    let err = std::fs::read_to_string(&status).unwrap();
+    assert!(err.contains("TopicAuthorizationFailed") && err.contains("grant WRITE"), "{err}");
+    assert!(committed_offsets(&group, &topic).get(&0).is_none_or(|o| *o <= 1), "{:?}", committed_offsets(&group, &topic));
 }

@@ -35,7 +35,7 @@ fn watch_switches_groups_refuses_a_reset_on_a_live_group_and_resets_an_empty_one
     commit_offset(&idle, &topic, 0, 10);
     commit_offset(&idle, &topic, 0, 15);
     let live = unique("wl");
-    let mut member = spawn_run(&live, &topic, &dir.path().join("live.jsonl"), &[]);
+    let mut member = Killed(spawn_run(&live, &topic, &dir.path().join("live.jsonl"), &[]));
 
     let audit = dir.path().join("audit.sqlite");
     let t = launch_watch(&format!("{idle},{live}"), dir.path(), "");
@@ -65,8 +65,8 @@ fn watch_switches_groups_refuses_a_reset_on_a_live_group_and_resets_an_empty_one
     assert!(after.contains("KDECK-EXIT=0"), "{after}");
     let out = kdeck().args(["audit", "--audit"]).arg(&audit).args(["list", "--kind", "action"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("reset offsets of {idle} to earliest")));
-    sigterm(&member);
-    wait_exit(&mut member, Duration::from_secs(30));
+    sigterm(&member.0);
+    wait_exit(&mut member.0, Duration::from_secs(30));
 }
 
 #[test]

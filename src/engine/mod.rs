@@ -37,6 +37,7 @@ use kdeck_ui::model::Snapshot;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::watch;
 
 pub use self::commit::CommitStrategy;
@@ -314,9 +315,18 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
     let (snap_tx, snap_rx) = watch::channel(first);
     let loop_shutdown = shutdown.clone();
     let drain_timeout = config.drain_timeout;
+    let refusals = Refusals {
+        who: crate::security::who(&config.properties),
+        group: config.group.clone(),
+        topics: match &config.subscription {
+            Subscription::Topics(t) if t.len() == 1 => format!("topic `{}`", t[0]),
+            Subscription::Topics(t) => format!("one of the topics {}", t.join(", ")),
+            Subscription::Pattern(p) => format!("a topic matching `{p}`"),
+        },
+    };
     let thread = std::thread::Builder::new()
         .name("kdeck-poll".into())
-        .spawn(move || poll_loop(consumer, core, commands_rx, snap_tx, loop_shutdown, drain_timeout))?;
+        .spawn(move || poll_loop(consumer, core, commands_rx, snap_tx, loop_shutdown, drain_timeout, refusals))?;
     Ok(EngineHandle { commands: commands_tx, snapshots: snap_rx, shutdown, thread: Some(thread) })
 }
 
@@ -374,6 +384,15 @@ fn check_cluster(consumer: &KConsumer, config: &EngineConfig) -> Result<()> {
         Subscription::Topics(topics) => {
             for t in topics {
                 let found = md.topics().iter().any(|mt| mt.name() == t && mt.error().is_none());
+                // A topic the ACLs hide is left out of the full list: asked for by
+                // name, the cluster says whether it is refused rather than missing.
+                if !found && refused(consumer, t, config.connect_timeout) {
+                    return Err(anyhow!(
+                        "{} may not read topic `{t}` on {}: the cluster's ACLs refuse DESCRIBE on it (grant READ and DESCRIBE on the topic)",
+                        crate::security::who(&config.properties),
+                        config.brokers
+                    ));
+                }
                 if !found {
                     return Err(anyhow!(
                         "topic `{t}` does not exist on {}; create it or check the name given to --topic",
@@ -392,6 +411,35 @@ fn check_cluster(consumer: &KConsumer, config: &EngineConfig) -> Result<()> {
     Ok(())
 }
 
+fn refused(consumer: &KConsumer, topic: &str, timeout: Duration) -> bool {
+    consumer.fetch_metadata(Some(topic), timeout).is_ok_and(|md| {
+        md.topics().iter().any(|mt| mt.error() == Some(rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED))
+    })
+}
+
+/// The cluster's ACLs refusing the group or a subscribed topic: the run cannot
+/// go on (librdkafka would retry for ever), so it stops and says who may not
+/// do what.
+struct Refusals {
+    who: String,
+    group: String,
+    topics: String,
+}
+
+impl Refusals {
+    fn of(&self, e: &KafkaError) -> Option<String> {
+        match e.rdkafka_error_code()? {
+            RDKafkaErrorCode::GroupAuthorizationFailed => {
+                Some(format!("{} may not use group `{}`: the cluster's ACLs refuse it (grant READ on the group)", self.who, self.group))
+            }
+            RDKafkaErrorCode::TopicAuthorizationFailed => {
+                Some(format!("{} may not read {}: the cluster's ACLs refuse it (grant READ on the topic)", self.who, self.topics))
+            }
+            _ => None,
+        }
+    }
+}
+
 const POLL_TIMEOUT: Duration = Duration::from_millis(50);
 // Also the most a partition queue can overshoot its high-water mark by (one poll batch).
 const MAX_POLL_BATCH: usize = 256;
@@ -404,6 +452,7 @@ fn poll_loop(
     snapshots: watch::Sender<Arc<Snapshot>>,
     shutdown: Arc<AtomicBool>,
     drain_timeout: Duration,
+    refusals: Refusals,
 ) -> Result<()> {
     let mut last_publish = Instant::now();
     let mut batch = Vec::with_capacity(MAX_POLL_BATCH);
@@ -418,7 +467,14 @@ fn poll_loop(
             match consumer.poll(timeout) {
                 Some(Ok(m)) => batch.push(m.detach()),
                 Some(Err(e)) => {
-                    core.lock().unwrap().record_error("broker", format!("consume error: {e}"));
+                    let mut c = core.lock().unwrap();
+                    match refusals.of(&e) {
+                        Some(why) => {
+                            c.record_error("broker", why.clone());
+                            c.fatal.get_or_insert(why);
+                        }
+                        None => c.record_error("broker", format!("consume error: {e}")),
+                    }
                     break;
                 }
                 None => break,
