@@ -344,6 +344,11 @@ pub struct DemoArgs {
     /// Use this cluster instead of the embedded one.
     #[arg(short = 'b', long)]
     pub brokers: Option<String>,
+    /// With -b: any librdkafka property, e.g. -X security.protocol=SASL_SSL (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE", requires = "brokers")]
+    pub properties: Vec<String>,
+    #[command(flatten)]
+    pub security: SecurityArgs,
     /// Records per second produced by the synthetic traffic.
     #[arg(long, default_value_t = 2000)]
     pub rate: u32,

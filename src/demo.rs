@@ -80,10 +80,20 @@ pub fn run(args: &DemoArgs, on_start: impl FnOnce(Arc<AtomicBool>) -> Result<()>
     let commit = args.commit.parse().map_err(|e: String| anyhow!(e))?;
     let endpoint = crate::metrics::bind_option(args.output.metrics.as_deref())?;
 
+    // With -b: the cluster's security, the friendly options then -X (which wins).
+    let mut properties = args.security.properties().map_err(|e| anyhow!(e))?;
+    for kv in &args.properties {
+        let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("-X `{}` is not KEY=VALUE", crate::lag::key_of(kv)))?;
+        properties.push((k.trim().to_string(), v.to_string()));
+    }
+    if args.brokers.is_none() && !properties.is_empty() {
+        return Err(anyhow!("--tls-* and --sasl-* need -b: the embedded cluster is plaintext"));
+    }
     let (_cluster, brokers) = match &args.brokers {
         Some(b) => {
-            ensure_topic(b, TOPIC, PARTITIONS)?;
-            ensure_topic(b, DLQ, 1)?;
+            crate::security::check_connection(b, &properties, Duration::from_secs(10)).map_err(|e| anyhow!(e))?;
+            ensure_topic(b, &properties, TOPIC, PARTITIONS)?;
+            ensure_topic(b, &properties, DLQ, 1)?;
             (None, b.clone())
         }
         None => {
@@ -98,13 +108,14 @@ pub fn run(args: &DemoArgs, on_start: impl FnOnce(Arc<AtomicBool>) -> Result<()>
 
     let stop = Arc::new(AtomicBool::new(false));
     let producer = {
-        let (brokers, stop, rate) = (brokers.clone(), stop.clone(), args.rate);
-        std::thread::Builder::new().name("kdeck-demo-producer".into()).spawn(move || produce(&brokers, rate, &stop))?
+        let (brokers, stop, rate, properties) = (brokers.clone(), stop.clone(), args.rate, properties.clone());
+        std::thread::Builder::new().name("kdeck-demo-producer".into()).spawn(move || produce(&brokers, &properties, rate, &stop))?
     };
 
     let mut config = EngineConfig::new(&brokers, "kdeck-demo", Subscription::Topics(vec![TOPIC.to_string()]));
     config.commit = commit;
     config.sink_label = "null (demo handler)".into();
+    config.properties = properties;
     config.dlq_topic = Some(DLQ.to_string());
     // Key ordering: a flaky order holds back only its customer's later orders.
     config.retry = RetryPolicy {
@@ -143,9 +154,18 @@ pub fn run(args: &DemoArgs, on_start: impl FnOnce(Arc<AtomicBool>) -> Result<()>
     result
 }
 
-fn ensure_topic(brokers: &str, name: &str, partitions: i32) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+/// A client config for `brokers` with the cluster's properties.
+fn client(brokers: &str, properties: &[(String, String)]) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", brokers);
+    for (k, v) in properties.iter().filter(|(k, _)| !crate::engine::dlq::is_consumer_only(k)) {
+        cc.set(k, v);
+    }
+    cc
+}
+
+fn ensure_topic(brokers: &str, properties: &[(String, String)], name: &str, partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client(brokers, properties)
         .create()
         .map_err(|e| anyhow!("cannot create an admin client for {brokers}: {e}"))?;
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
@@ -165,9 +185,8 @@ fn ensure_topic(brokers: &str, name: &str, partitions: i32) -> Result<()> {
 }
 
 /// Synthetic order events at about `rate` per second, keyed by customer.
-fn produce(brokers: &str, rate: u32, stop: &AtomicBool) {
-    let producer: BaseProducer = match ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+fn produce(brokers: &str, properties: &[(String, String)], rate: u32, stop: &AtomicBool) {
+    let producer: BaseProducer = match client(brokers, properties)
         .set("linger.ms", "5")
         .create()
     {

@@ -263,3 +263,24 @@ fn what_the_acls_refuse_is_named_and_nothing_is_committed_past_it() {
     assert!(err.contains("TopicAuthorizationFailed") && err.contains("grant WRITE"), "{err}");
     assert!(committed_offsets(&group, &topic).get(&0).is_none_or(|o| *o <= 1), "{:?}", committed_offsets(&group, &topic));
 }
+
+#[test]
+fn the_demo_runs_against_a_secured_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = std::fs::read_to_string(certs().join("users")).unwrap();
+    let admin = users.lines().find_map(|l| l.strip_prefix("admin ")).unwrap();
+    let pw = password_file(dir.path(), admin);
+    let out = kdeck()
+        .args(["demo", "-b", &sasl_ssl(), "--sasl-user", "admin", "--tls-ca", &ca("ca.pem"), "--headless", "--json", "--duration", "5s"])
+        .arg("--sasl-password-file")
+        .arg(&pw)
+        .arg("--log-file")
+        .arg(dir.path().join("demo.log"))
+        .arg("--audit")
+        .arg(dir.path().join("audit.sqlite"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let last: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert!(last["consumed"].as_u64().unwrap() > 0, "{last}");
+}
