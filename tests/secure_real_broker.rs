@@ -132,6 +132,7 @@ fn bad_credentials_and_mismatched_tls_get_one_sentence_within_the_timeout() {
     let (good, wrong) = (good.to_str().unwrap(), wrong.to_str().unwrap());
     let (ca_pem, other) = (ca("ca.pem"), ca("other-ca.pem"));
     let (stranger_cert, stranger_key, client_cert) = (ca("stranger.pem"), ca("stranger.key"), ca("client.pem"));
+    let (expired_cert, expired_key) = (ca("expired.pem"), ca("expired.key"));
     let cases: Vec<(&str, String, Vec<&str>, &str)> = vec![
         ("a wrong password", sasl_ssl(), vec!["--sasl-user", "alice", "--sasl-password-file", wrong, "--tls-ca", &ca_pem], "authentication failed for user alice with SCRAM-SHA-512"),
         ("an unknown CA", sasl_ssl(), vec!["--sasl-user", "alice", "--sasl-password-file", good, "--tls-ca", &other], "the broker's certificate is not signed by the given CA"),
@@ -139,6 +140,7 @@ fn bad_credentials_and_mismatched_tls_get_one_sentence_within_the_timeout() {
         ("no client certificate where one is required", mtls(), vec!["--tls-ca", &ca_pem], "the broker asks for a client certificate"),
         ("a client certificate of a CA the broker does not trust", mtls(), vec!["--tls-ca", &ca_pem, "--tls-cert", &stranger_cert, "--tls-key", &stranger_key], "does not trust the client certificate's CA"),
         ("a certificate and a key that do not match", mtls(), vec!["--tls-ca", &ca_pem, "--tls-cert", &client_cert, "--tls-key", &stranger_key], "the client certificate and its key do not match"),
+        ("an expired client certificate", mtls(), vec!["--tls-ca", &ca_pem, "--tls-cert", &expired_cert, "--tls-key", &expired_key], "the broker refused the client certificate"),
         ("plaintext against a SASL port", sasl_plaintext(), vec![], "expects SASL on this port"),
         ("plaintext against a TLS port", mtls(), vec![], "whether it needs TLS or SASL"),
     ];
