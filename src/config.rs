@@ -182,7 +182,7 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
     for kv in &args.properties {
         let (k, v) = kv
             .split_once('=')
-            .ok_or_else(|| anyhow!("-X `{kv}` is not KEY=VALUE, e.g. -X security.protocol=SASL_SSL"))?;
+            .ok_or_else(|| anyhow!("-X `{}` is not KEY=VALUE, e.g. -X security.protocol=SASL_SSL", crate::security::key_of(kv)))?;
         properties.push((k.trim().to_string(), v.to_string()));
     }
 

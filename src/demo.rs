@@ -83,7 +83,7 @@ pub fn run(args: &DemoArgs, on_start: impl FnOnce(Arc<AtomicBool>) -> Result<()>
     // With -b: the cluster's security, the friendly options then -X (which wins).
     let mut properties = args.security.properties().map_err(|e| anyhow!(e))?;
     for kv in &args.properties {
-        let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("-X `{}` is not KEY=VALUE", crate::lag::key_of(kv)))?;
+        let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("-X `{}` is not KEY=VALUE", crate::security::key_of(kv)))?;
         properties.push((k.trim().to_string(), v.to_string()));
     }
     if args.brokers.is_none() && !properties.is_empty() {

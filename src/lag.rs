@@ -36,7 +36,7 @@ pub fn options(args: &MonitorArgs) -> Result<Options> {
     let duration = |name: &str, v: &str| humantime::parse_duration(v).map_err(|_| anyhow!("--{name} `{v}` is not a duration like 30s or 10m"));
     let mut properties = args.security.properties().map_err(|e| anyhow!(e))?;
     for kv in &args.properties {
-        properties.push(kv.split_once('=').map(|(k, v)| (k.trim().to_string(), v.to_string())).ok_or_else(|| anyhow!("-X `{}` is not KEY=VALUE", key_of(kv)))?);
+        properties.push(kv.split_once('=').map(|(k, v)| (k.trim().to_string(), v.to_string())).ok_or_else(|| anyhow!("-X `{}` is not KEY=VALUE", crate::security::key_of(kv)))?);
     }
     if let Some(g) = args.groups.iter().find(|g| g.trim().is_empty()) {
         bail!("-G `{g}` is not a group name");
@@ -111,16 +111,6 @@ pub fn table(reports: &[GroupView], now: i64) -> String {
         }
     }
     out
-}
-
-/// What a malformed `-X` is shown as: its key, never what may be a secret after it.
-pub fn key_of(kv: &str) -> String {
-    let key: String = kv.chars().take_while(|c| !matches!(c, ':' | ' ')).take(60).collect();
-    if key.len() < kv.len() {
-        format!("{key}…")
-    } else {
-        key
-    }
 }
 
 fn now_ms() -> i64 {

@@ -145,6 +145,16 @@ pub fn check_connection(brokers: &str, properties: &[(String, String)], timeout:
     }
 }
 
+/// What a malformed `-X` is shown as: its key, never what may be a secret after it.
+pub fn key_of(kv: &str) -> String {
+    let key: String = kv.chars().take_while(|c| !matches!(c, ':' | ' ')).take(60).collect();
+    if key.len() < kv.len() {
+        format!("{key}…")
+    } else {
+        key
+    }
+}
+
 /// Who the cluster sees, as a sentence names it: `user alice`, `the client
 /// certificate's user`, `this client`.
 pub fn who(properties: &[(String, String)]) -> String {
@@ -241,6 +251,14 @@ mod tests {
         let said = explain("b:9094", &p, &heard).unwrap();
         assert_eq!(said, "authentication failed for user alice with SCRAM-SHA-512");
         assert!(!said.contains("s3cret"));
+    }
+
+    #[test]
+    fn a_malformed_x_is_shown_by_its_key_only() {
+        assert_eq!(key_of("sasl.password:hunter2"), "sasl.password…");
+        assert_eq!(key_of("sasl.password hunter2"), "sasl.password…");
+        assert_eq!(key_of("fetch.min.bytes"), "fetch.min.bytes");
+        assert!(!key_of(&format!("{}x", "a".repeat(100))).contains("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
     }
 
     #[test]

@@ -109,7 +109,7 @@ pub fn dlq(args: &DlqArgs) -> Result<()> {
 fn properties(source: &DlqSource) -> Result<Vec<(String, String)>> {
     let mut out = source.security.properties().map_err(|e| anyhow!(e))?;
     for kv in &source.properties {
-        let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("-X `{}` is not KEY=VALUE", crate::lag::key_of(kv)))?;
+        let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("-X `{}` is not KEY=VALUE", crate::security::key_of(kv)))?;
         out.push((k.trim().to_string(), v.to_string()));
     }
     Ok(out)
