@@ -214,9 +214,16 @@ pub struct PipelineArgs {
     /// JSON Schema file every decoded value must satisfy.
     #[arg(long)]
     pub schema: Option<PathBuf>,
-    /// Confluent Schema Registry URL (basic auth as https://user:password@host).
+    /// Confluent Schema Registry URL; for basic auth put the user in it (https://user@host)
+    /// and the password in --registry-password-file or KDECK_REGISTRY_PASSWORD.
     #[arg(long)]
     pub schema_registry: Option<String>,
+    /// CA certificate (PEM) the schema registry's HTTPS certificate is checked against.
+    #[arg(long, value_name = "PEM")]
+    pub registry_ca: Option<PathBuf>,
+    /// A file whose first line is the schema registry password (or set KDECK_REGISTRY_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    pub registry_password_file: Option<PathBuf>,
     /// Local Avro writer schema (.avsc), when there is no registry.
     #[arg(long)]
     pub avro_schema: Option<PathBuf>,

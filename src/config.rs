@@ -9,6 +9,7 @@ use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 
 use crate::cli::{PipelineArgs, RunArgs};
+use crate::engine::pipeline::registry::{RegistrySpec, PASSWORD_ENV as REGISTRY_PASSWORD_ENV};
 use crate::engine::pipeline::{Format, PipelineConfig};
 use crate::engine::sink::SinkOptions;
 use crate::engine::{CommitStrategy, EngineConfig, RetryOrdering, RetryPolicy, SinkSpec, Subscription};
@@ -32,6 +33,8 @@ pub struct FileConfig {
     pub format: Option<String>,
     pub schema: Option<PathBuf>,
     pub schema_registry: Option<String>,
+    pub registry_ca: Option<PathBuf>,
+    pub registry_password_file: Option<PathBuf>,
     pub avro_schema: Option<PathBuf>,
     pub reader_schema: Option<PathBuf>,
     pub proto_descriptor: Option<PathBuf>,
@@ -98,7 +101,7 @@ pub fn pipeline(args: &PipelineArgs, file: &FileConfig, group: &str, brokers: &s
         topic_formats,
         schema: args.schema.clone().or(file.schema.clone()),
         schema_text: None,
-        registry: args.schema_registry.clone().or(file.schema_registry.clone()),
+        registry: registry(args, file)?,
         avro_schema: args.avro_schema.clone().or(file.avro_schema.clone()),
         reader_schema: args.reader_schema.clone().or(file.reader_schema.clone()),
         proto_descriptor: args.proto_descriptor.clone().or(file.proto_descriptor.clone()),
@@ -125,6 +128,22 @@ pub fn pipeline(args: &PipelineArgs, file: &FileConfig, group: &str, brokers: &s
         },
         delay: duration("handler-delay", args.handler_delay.clone().or(file.handler_delay.clone()), Duration::ZERO)?,
     })
+}
+
+/// The schema registry and how to reach it; the password from a file or
+/// the environment (never the command line, which every user can see).
+fn registry(args: &PipelineArgs, file: &FileConfig) -> Result<Option<RegistrySpec>> {
+    let Some(url) = args.schema_registry.clone().or(file.schema_registry.clone()) else {
+        if args.registry_ca.is_some() || args.registry_password_file.is_some() {
+            bail!("--registry-ca and --registry-password-file go with --schema-registry");
+        }
+        return Ok(None);
+    };
+    let password = match args.registry_password_file.clone().or(file.registry_password_file.clone()) {
+        Some(path) => Some(crate::security::secret_file(&path, "--registry-password-file").map_err(|e| anyhow!(e))?),
+        None => std::env::var(REGISTRY_PASSWORD_ENV).ok().filter(|p| !p.is_empty()),
+    };
+    Ok(Some(RegistrySpec { url, ca: args.registry_ca.clone().or(file.registry_ca.clone()), password }))
 }
 
 /// librdkafka properties that kdeck's guarantees rest on: overriding them would

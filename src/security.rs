@@ -85,11 +85,16 @@ impl SecurityArgs {
 
     fn password(&self) -> Result<String, String> {
         if let Some(path) = &self.sasl_password_file {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read --sasl-password-file {}: {e}", path.display()))?;
-            return text.lines().next().map(str::to_string).filter(|p| !p.is_empty()).ok_or_else(|| format!("--sasl-password-file {} is empty", path.display()));
+            return secret_file(path, "--sasl-password-file");
         }
         std::env::var(PASSWORD_ENV).map_err(|_| format!("a SASL password is needed: --sasl-password-file FILE or {PASSWORD_ENV}"))
     }
+}
+
+/// The first line of a file holding a secret (the file named by `flag`).
+pub fn secret_file(path: &std::path::Path, flag: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {flag} {}: {e}", path.display()))?;
+    text.lines().next().map(str::to_string).filter(|p| !p.is_empty()).ok_or_else(|| format!("{flag} {} is empty", path.display()))
 }
 
 /// librdkafka's words about failed connections, kept to explain a failure.

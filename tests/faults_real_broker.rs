@@ -129,13 +129,21 @@ fn a_schema_registry_that_times_out_holds_the_partition_and_dead_letters_nothing
     let value = [&[0u8, 0, 0, 0, 1][..], br#"{"n":1}"#].concat();
     produce_raw(&topic, &(0..5).map(|_| (0, None, Some(&value[..]), vec![])).collect::<Vec<_>>());
 
-    // A registry that never answers its first request (kdeck gives up after 10 s),
-    // then answers 503 four times, then serves the schema.
+    // A registry that answers kdeck's check at start, then never answers its
+    // first request for a schema (kdeck gives up after 10 s), then answers 503
+    // four times, then serves the schema.
     let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
     let url = format!("http://{}", server.server_addr().to_ip().unwrap());
     std::thread::spawn(move || {
         let mut hung = Vec::new();
-        for (n, req) in server.incoming_requests().enumerate() {
+        let schema_requests = server.incoming_requests().filter_map(|req| {
+            if req.url() == "/subjects" {
+                let _ = req.respond(tiny_http::Response::from_string("[]"));
+                return None;
+            }
+            Some(req)
+        });
+        for (n, req) in schema_requests.enumerate() {
             match n {
                 0 => hung.push(req), // held open, never answered
                 1..=4 => {

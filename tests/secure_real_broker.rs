@@ -11,14 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Where `scripts/kafka start --secure` put the CA, certificates and users.
-fn certs() -> PathBuf {
-    PathBuf::from(std::env::var("KDECK_TEST_CERTS").expect(
-        "KDECK_TEST_CERTS is not set: run the suite with scripts/test, or start the broker with scripts/kafka start --secure \
-         and export KDECK_TEST_CERTS=/tmp/kdeck-kafka-9092/certs",
-    ))
-}
-
 /// The port of a secured listener: the plaintext one plus `offset`.
 fn listener(offset: u16) -> String {
     let plain: u16 = brokers().rsplit(':').next().unwrap().parse().unwrap();
@@ -44,10 +36,6 @@ fn password_file(dir: &std::path::Path, password: &str) -> PathBuf {
     let f = dir.join("password");
     std::fs::write(&f, format!("{password}\n")).unwrap();
     f
-}
-
-fn ca(name: &str) -> String {
-    certs().join(name).display().to_string()
 }
 
 /// `kdeck lag --all` with these options, a 5 s connect timeout.

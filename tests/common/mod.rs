@@ -308,6 +308,45 @@ pub fn header(m: &rdkafka::message::OwnedMessage, key: &str) -> Option<String> {
     m.headers()?.iter().find(|h| h.key == key).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
+/// Where `scripts/kafka start --secure` put the CA, certificates and users.
+pub fn certs() -> std::path::PathBuf {
+    std::path::PathBuf::from(std::env::var("KDECK_TEST_CERTS").expect(
+        "KDECK_TEST_CERTS is not set: run the suite with scripts/test, or start the broker with scripts/kafka start --secure \
+         and export KDECK_TEST_CERTS=/tmp/kdeck-kafka-9092/certs",
+    ))
+}
+
+/// The path of a file in `certs()`.
+pub fn ca(name: &str) -> String {
+    certs().join(name).display().to_string()
+}
+
+/// `upstream` (a stand-in on plain HTTP) behind HTTPS on loopback, with the
+/// broker's certificate from the test CA (`tests/common/https_front.py`).
+/// Returns the front's process (killed when dropped) and its https:// URL.
+pub fn https_front(upstream: &str) -> (Killed, String) {
+    front(&ca("broker.pem"), &ca("broker.key"), upstream, "https")
+}
+
+/// `upstream` behind Python's HTTP server, which answers what is not HTTP
+/// (a TLS handshake) with 400 at once, as production HTTP servers do.
+pub fn http_front(upstream: &str) -> (Killed, String) {
+    front("-", "-", upstream, "http")
+}
+
+fn front(cert: &str, key: &str, upstream: &str, scheme: &str) -> (Killed, String) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/https_front.py");
+    let mut child = Command::new("/usr/bin/python3")
+        .args([script, cert, key, upstream])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3 (scripts/test installs it)");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port: u16 = line.trim().parse().unwrap_or_else(|_| panic!("the HTTPS front printed `{line}`, not its port"));
+    (Killed(child), format!("{scheme}://127.0.0.1:{port}"))
+}
+
 /// A stand-in Schema Registry on loopback: `GET /schemas/ids/{id}` answers from `schemas`
 /// (id -> (schemaType, schema text)), 404 otherwise; `GET /subjects/{s}/versions/latest`
 /// answers the highest id registered under that subject. With `auth` ("user:password")

@@ -11,7 +11,7 @@ use std::time::Duration;
 use rdkafka::message::{Message, OwnedMessage};
 
 pub use self::decode::{Decoder, Format};
-use self::registry::Registry;
+use self::registry::{Registry, RegistrySpec};
 use super::handler::{Failure, Handler, HandlerFactory, Progress, Stage};
 use super::sink::{Sink, SinkFactory, SinkOptions, SinkSpec};
 
@@ -23,7 +23,7 @@ pub struct PipelineConfig {
     /// JSON Schema every decoded value must satisfy: a file, or the schema itself.
     pub schema: Option<PathBuf>,
     pub schema_text: Option<String>,
-    pub registry: Option<String>,
+    pub registry: Option<RegistrySpec>,
     pub avro_schema: Option<PathBuf>,
     pub reader_schema: Option<PathBuf>,
     pub proto_descriptor: Option<PathBuf>,
@@ -51,6 +51,16 @@ impl Default for PipelineConfig {
             delay: Duration::ZERO,
         }
     }
+}
+
+/// The registry client, asked once: a wrong CA or password stops the start;
+/// a registry that is down is said, and records wait for it.
+fn registry(spec: &RegistrySpec) -> Result<Arc<Registry>, String> {
+    let r = Registry::new(spec)?;
+    if let Some(why) = r.check()? {
+        tracing::warn!("{why}; records that need a schema wait for it");
+    }
+    Ok(Arc::new(r))
 }
 
 /// Everything the partitions share: schemas, the registry client, the sink factory.
@@ -118,7 +128,7 @@ impl Pipeline {
             _ => return Err("--proto-descriptor and --proto-message go together".into()),
         };
         let decoder = Decoder {
-            registry: cfg.registry.as_deref().map(Registry::new).transpose()?.map(Arc::new),
+            registry: cfg.registry.as_ref().map(registry).transpose()?,
             avro_writer: cfg.avro_schema.as_ref().map(avro).transpose()?,
             avro_reader: cfg.reader_schema.as_ref().map(avro).transpose()?,
             proto_message,

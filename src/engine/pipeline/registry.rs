@@ -1,8 +1,11 @@
 //! A Confluent Schema Registry client: schemas fetched by id (`GET /schemas/ids/{id}`),
 //! parsed once and cached. A 404 is permanent (the id does not exist); anything
-//! else that goes wrong (network, 5xx) is retryable.
+//! else that goes wrong (network, 5xx) is retryable. Over HTTPS it trusts a CA
+//! of its own (`--registry-ca`); basic auth takes the user from the URL and the
+//! password from a file or the environment, so it is never on the command line.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +20,29 @@ pub enum RegisteredSchema {
     Json(Arc<jsonschema::Validator>),
 }
 
+/// Where the registry is and how to reach it.
+#[derive(Clone, Default)]
+pub struct RegistrySpec {
+    /// May carry `user@` or `user:password@` for basic auth.
+    pub url: String,
+    /// PEM file of the CA that signed the registry's certificate.
+    pub ca: Option<PathBuf>,
+    /// The password for the URL's user (from a file or the environment).
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for RegistrySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = split_credentials(&self.url).map(|(u, _, _)| u).unwrap_or_default();
+        f.debug_struct("RegistrySpec").field("url", &url).field("ca", &self.ca).finish_non_exhaustive()
+    }
+}
+
+/// The environment variable the registry password may come from.
+pub const PASSWORD_ENV: &str = "KDECK_REGISTRY_PASSWORD";
+
 pub struct Registry {
+    /// Without credentials: safe to show.
     url: String,
     auth: Option<String>,
     agent: ureq::Agent,
@@ -25,15 +50,51 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// `url` may carry `user:password@` for basic auth.
-    pub fn new(url: &str) -> Result<Registry, String> {
-        let (url, auth) = split_credentials(url)?;
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(10)))
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
+    pub fn new(spec: &RegistrySpec) -> Result<Registry, String> {
+        let (url, user, in_url) = split_credentials(&spec.url)?;
+        let password = match (in_url, &spec.password) {
+            (Some(_), Some(_)) => return Err("the schema registry URL has a password and one is given besides; keep one".into()),
+            (Some(p), None) => Some(p),
+            (None, p) => p.clone(),
+        };
+        let auth = match (user, password) {
+            (Some(u), p) => Some(basic(&u, p.as_deref().unwrap_or(""))),
+            (None, Some(_)) => {
+                return Err(format!("a schema registry password is given but no user: put it in the URL, as {}", with_user(&url)))
+            }
+            (None, None) => None,
+        };
+        let mut config = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).http_status_as_error(false);
+        if let Some(ca) = &spec.ca {
+            config = config.tls_config(ureq::tls::TlsConfig::builder().root_certs(root_certs(ca)?).build());
+        }
+        let agent = config.build().new_agent();
         Ok(Registry { url: url.trim_end_matches('/').to_string(), auth, agent, cache: Mutex::default() })
+    }
+
+    /// Asks the registry once, at start, so that a wrong CA, password or URL
+    /// is one sentence then rather than every record failing later. A
+    /// registry that is down or slow is not a mistake in the options: that
+    /// comes back as `Ok(Some(why))`, and the records wait for it as they would
+    /// for an outage later on.
+    pub fn check(&self) -> Result<Option<String>, String> {
+        let mut req = self.agent.get(&format!("{}/subjects", self.url));
+        if let Some(a) = &self.auth {
+            req = req.header("Authorization", a);
+        }
+        match req.call() {
+            Ok(resp) => match resp.status().as_u16() {
+                401 | 403 if self.auth.is_none() => Err(format!(
+                    "the schema registry at {} asks for credentials: put the user in the URL (https://user@host) and the password in {PASSWORD_ENV} or --registry-password-file",
+                    self.url
+                )),
+                s @ (401 | 403) => Err(format!("the schema registry at {} refused the user and password ({s})", self.url)),
+                // Anything else answered over HTTP(S) with our credentials: reachable.
+                _ => Ok(None),
+            },
+            Err(e) if is_down(&e) => Ok(Some(format!("cannot reach the schema registry at {}: {e}", self.url))),
+            Err(e) => Err(explain(&self.url, &e)),
+        }
     }
 
     pub fn schema(&self, id: u32) -> Result<Arc<RegisteredSchema>, Failure> {
@@ -103,16 +164,79 @@ pub fn compile_proto(name: &str, source: &str) -> Result<FileDescriptor, String>
     pool.get_file_by_name(name).ok_or_else(|| format!("protobuf schema {name} vanished after compiling"))
 }
 
-fn split_credentials(url: &str) -> Result<(String, Option<String>), String> {
+/// A registry that is not there (yet): nothing listens, or nothing answers in
+/// time. A connection that is reset or closed once the request is sent is not
+/// this: it is a server that does not speak what was asked of it.
+fn is_down(e: &ureq::Error) -> bool {
+    use std::io::ErrorKind::*;
+    match e {
+        ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed => true,
+        ureq::Error::Io(e) => matches!(e.kind(), ConnectionRefused | TimedOut | HostUnreachable | NetworkUnreachable),
+        _ => false,
+    }
+}
+
+/// One sentence for a request that got no HTTP answer. The URL has no credentials.
+fn explain(url: &str, e: &ureq::Error) -> String {
+    let text = e.to_string();
+    let closed = matches!(e, ureq::Error::Io(io) if matches!(io.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionAborted));
+    if text.contains("UnknownIssuer") || text.contains("BadSignature") {
+        format!("the schema registry's certificate at {url} is not signed by a CA kdeck trusts (give its CA with --registry-ca)")
+    } else if text.contains("NotValidForName") {
+        format!("the schema registry's certificate is not for the host in {url}")
+    } else if text.contains("Expired") {
+        format!("the schema registry's certificate at {url} has expired")
+    } else if url.starts_with("https://") && (text.contains("InvalidContentType") || text.contains("corrupt message")) {
+        format!("the schema registry at {url} does not speak HTTPS (try http://)")
+    } else if url.starts_with("http://") && closed {
+        format!("the schema registry at {url} closed the connection instead of answering: it does not speak plain HTTP (try https://)")
+    } else {
+        format!("cannot reach the schema registry at {url}: {text}")
+    }
+}
+
+fn root_certs(path: &std::path::Path) -> Result<ureq::tls::RootCerts, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read --registry-ca {}: {e}", path.display()))?;
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(format!("--registry-ca {} holds no PEM certificate", path.display()));
+    }
+    Ok(ureq::tls::RootCerts::new_with_certs(&certs))
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+fn with_user(url: &str) -> String {
+    url.replacen("://", "://USER@", 1)
+}
+
+/// The URL without credentials, the user and the password from it.
+fn split_credentials(url: &str) -> Result<(String, Option<String>, Option<String>), String> {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(format!("--schema-registry `{url}` is not a URL such as http://localhost:8081"));
+        return Err(format!("--schema-registry `{}` is not a URL such as http://localhost:8081", url.rsplit('@').next().unwrap_or(url)));
     };
-    match rest.split_once('@') {
-        Some((cred, host)) => {
-            let token = base64::engine::general_purpose::STANDARD.encode(cred);
-            Ok((format!("{scheme}://{host}"), Some(format!("Basic {token}"))))
+    if !matches!(scheme, "http" | "https") {
+        return Err(format!("--schema-registry `{scheme}://…` must be http:// or https://"));
+    }
+    // Credentials end at the last '@' before the path (a password may hold '@').
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let (cred, host) = (&rest[..at], &rest[at + 1..]);
+            let (user, password) = match cred.split_once(':') {
+                Some((u, p)) => (u.to_string(), Some(p.to_string())),
+                None => (cred.to_string(), None),
+            };
+            Ok((format!("{scheme}://{host}"), Some(user), password))
         }
-        None => Ok((url.to_string(), None)),
+        None => Ok((url.to_string(), None, None)),
     }
 }
 
@@ -122,10 +246,40 @@ mod tests {
 
     #[test]
     fn credentials_in_the_url_become_basic_auth() {
-        let (url, auth) = split_credentials("https://u:p@registry:8081/").unwrap();
-        assert_eq!(url, "https://registry:8081/");
-        assert_eq!(auth.unwrap(), "Basic dTpw");
+        let (url, user, password) = split_credentials("https://u:p@registry:8081/").unwrap();
+        assert_eq!((url.as_str(), user.as_deref(), password.as_deref()), ("https://registry:8081/", Some("u"), Some("p")));
+        let r = Registry::new(&RegistrySpec { url: "https://u:p@registry:8081/".into(), ..Default::default() }).unwrap();
+        assert_eq!(r.auth.unwrap(), "Basic dTpw");
         assert!(split_credentials("localhost:8081").is_err());
+        assert!(split_credentials("ftp://registry").is_err());
+    }
+
+    #[test]
+    fn the_password_may_come_apart_from_the_url_and_is_never_shown() {
+        let spec = RegistrySpec { url: "https://reader@registry:8081".into(), password: Some("p@ss:w/rd".into()), ..Default::default() };
+        let r = Registry::new(&spec).unwrap();
+        assert_eq!(r.auth.unwrap(), basic("reader", "p@ss:w/rd"));
+        assert_eq!(r.url, "https://registry:8081");
+        assert!(!format!("{spec:?}").contains("p@ss"), "{spec:?}");
+        // A password with '@' in the URL itself.
+        let (url, _, password) = split_credentials("https://u:a@b@registry/x").unwrap();
+        assert_eq!((url.as_str(), password.as_deref()), ("https://registry/x", Some("a@b")));
+        let shown = format!("{:?}", RegistrySpec { url: "https://u:hunter2@registry".into(), ..Default::default() });
+        assert!(!shown.contains("hunter2"), "{shown}");
+        // A password without a user, and two passwords, are refused in one sentence.
+        let no_user = Registry::new(&RegistrySpec { url: "https://registry".into(), password: Some("x".into()), ..Default::default() });
+        assert!(no_user.err().unwrap().contains("https://USER@registry"));
+        let two = Registry::new(&RegistrySpec { url: "https://u:p@registry".into(), password: Some("x".into()), ..Default::default() });
+        assert!(two.is_err());
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_one_sentence() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("ca.pem");
+        std::fs::write(&f, "not a certificate").unwrap();
+        let r = Registry::new(&RegistrySpec { url: "https://registry".into(), ca: Some(f), ..Default::default() });
+        assert!(r.err().unwrap().contains("holds no PEM certificate"));
     }
 
     #[test]
