@@ -6,6 +6,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Result};
 use kdeck_ui::intent::ReplayMode;
 use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
@@ -168,7 +170,12 @@ fn read(source: &DlqSource, filter: &DlqFilter) -> Result<Vec<OwnedMessage>> {
             }
             continue;
         };
-        let m = m?.detach();
+        let m = match m {
+            // The group is only a name assign() needs; a cluster whose ACLs
+            // refuse it says so here, and nothing here uses the group.
+            Err(KafkaError::MessageConsumption(RDKafkaErrorCode::GroupAuthorizationFailed)) => continue,
+            m => m?.detach(),
+        };
         let p = m.partition();
         if filter.offset.is_some() || remaining.get(&p).is_some_and(|end| m.offset() + 1 >= *end) {
             // With --offset, reading started there: the first record is the one asked for.

@@ -230,31 +230,6 @@ fn output_counts(out: &str, committed: bool) -> (BTreeMap<i64, usize>, usize) {
     (counts, values.len())
 }
 
-/// Records a `read_committed` reader sees in a one-partition topic.
-fn read_committed_count(topic: &str) -> usize {
-    use rdkafka::config::ClientConfig;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", unique("g-reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    c.subscribe(&[topic]).unwrap();
-    let mut n = 0;
-    let until = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(std::time::Instant::now() < until, "reading {topic} timed out");
-        match c.poll(Duration::from_millis(200)) {
-            Some(Ok(_)) => n += 1,
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return n,
-            _ => {}
-        }
-    }
-}
-
 fn assert_exactly_once(counts: &BTreeMap<i64, usize>) {
     let missing = (0..RECORDS as i64).filter(|n| !counts.contains_key(n)).count();
     let twice = counts.values().filter(|c| **c > 1).count();

@@ -274,3 +274,66 @@ fn the_demo_runs_against_a_secured_cluster() {
     let last: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
     assert!(last["consumed"].as_u64().unwrap() > 0, "{last}");
 }
+
+#[test]
+fn the_config_files_properties_reach_the_eos_dead_letter_and_replay_producers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (topic, out) = (unique("sec-eos-in"), unique("sec-eos-out"));
+    let dlq = format!("{topic}.dlq");
+    for t in [&topic, &out, &dlq] {
+        create_topic(t, 1);
+    }
+    let records: Vec<_> = (0..20).map(|i| (0, None, Some(if i == 7 { &b"not json"[..] } else { &b"{\"n\":1}"[..] }), vec![])).collect();
+    produce_raw(&topic, &records);
+    // Everything about the cluster in the config file, nothing on the command line.
+    let config = dir.path().join("kdeck.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "brokers = \"{}\"\n[properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\
+             \"sasl.username\" = \"alice\"\n\"sasl.password\" = \"{}\"\n\"ssl.ca.location\" = \"{}\"\n",
+            sasl_ssl(),
+            alice_password(),
+            ca("ca.pem")
+        ),
+    )
+    .unwrap();
+    let group = unique("sec-eos-g");
+    let eos = |transactional_id: &str| {
+        kdeck()
+            .args(["run", "--headless", "--stop-at-end", "--connect-timeout", "5s", "-G", &group, "-t", &topic, "--format", "json"])
+            .args(["--commit", "eos", "--sink", &format!("kafka:{out}"), "--transactional-id", transactional_id, "--dlq", &dlq])
+            .arg("--config")
+            .arg(&config)
+            .arg("--log-file")
+            .arg(dir.path().join("kdeck.log"))
+            .arg("--audit")
+            .arg(dir.path().join("audit.sqlite"))
+            .output()
+            .unwrap()
+    };
+    // A transactional id the ACLs refuse: named, and nothing written or committed.
+    let refused = eos(&unique("other-tx"));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(err.contains("may not use transactional id `other-tx") && err.contains("grant WRITE and DESCRIBE"), "{err}");
+    assert_eq!(committed_offsets(&group, &topic).get(&0), Some(&-1), "nothing committed");
+    assert_eq!(read_committed_count(&out), 0, "nothing written");
+
+    let done = eos(&unique("sec-tx"));
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert_eq!(read_committed_count(&out), 19, "the eos producer wrote over SASL_SSL");
+    assert_eq!(read_committed_count(&dlq), 1, "the dead letter went out over SASL_SSL");
+    assert_eq!(committed_offsets(&group, &topic).get(&0), Some(&20));
+
+    // The replay producer: the dead letter back to its source topic, over SASL_SSL.
+    let replay = kdeck()
+        .args(["dlq", "replay", "-b", &sasl_ssl(), "--dlq", &dlq, "--mode", "republish", "--sasl-user", "alice", "--tls-ca", &ca("ca.pem")])
+        .env("KDECK_SASL_PASSWORD", alice_password())
+        .arg("--audit")
+        .arg(dir.path().join("audit.sqlite"))
+        .output()
+        .unwrap();
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    assert_eq!(end_offsets(&topic).get(&0), Some(&21), "the replayed record is back in its source topic");
+}

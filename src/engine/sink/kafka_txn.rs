@@ -424,10 +424,23 @@ impl Transactions {
 fn ready<'a>(slot: &'a mut Option<Producer>, config: &ClientConfig) -> Result<&'a Producer, Failure> {
     if slot.is_none() {
         let producer: Producer = config.create().map_err(|e| retry(format!("cannot create the transactional producer: {e}")))?;
-        producer.init_transactions(TXN_TIMEOUT).map_err(|e| retry(format!("init_transactions: {e}")))?;
+        producer.init_transactions(TXN_TIMEOUT).map_err(|e| retry(explain_init(&e, config)))?;
         *slot = Some(producer);
     }
     Ok(slot.as_ref().unwrap())
+}
+
+/// A failed `init_transactions`, said as the user would fix it.
+fn explain_init(e: &rdkafka::error::KafkaError, config: &ClientConfig) -> String {
+    use rdkafka::types::RDKafkaErrorCode::TransactionalIdAuthorizationFailed;
+    let id = config.get("transactional.id").unwrap_or_default();
+    if e.rdkafka_error_code() == Some(TransactionalIdAuthorizationFailed) {
+        let who = config.get("sasl.username").map_or("this client".to_string(), |u| format!("user {u}"));
+        return format!(
+            "{who} may not use transactional id `{id}`: the cluster's ACLs refuse it (grant WRITE and DESCRIBE on it, or choose an allowed one with --transactional-id)"
+        );
+    }
+    format!("init_transactions for transactional id `{id}`: {e}")
 }
 
 /// Which batches go in which transaction: each suspect alone, the rest together.
