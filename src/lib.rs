@@ -2,6 +2,7 @@
 //! The engine (`engine`) knows nothing of terminals; `headless` and the
 //! dashboard read the snapshots it publishes and send it commands.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;

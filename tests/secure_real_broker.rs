@@ -337,3 +337,50 @@ fn the_config_files_properties_reach_the_eos_dead_letter_and_replay_producers() 
     assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
     assert_eq!(end_offsets(&topic).get(&0), Some(&21), "the replayed record is back in its source topic");
 }
+
+#[test]
+fn a_topic_alice_may_see_but_not_read_is_named_among_others_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // scripts/kafka lets alice DESCRIBE topics beginning with seen-, not READ them.
+    let (readable, unreadable) = (unique("sec-ok"), unique("seen-x"));
+    create_topic(&readable, 1);
+    create_topic(&unreadable, 1);
+    produce_raw(&readable, &[(0, None, Some(&b"{}"[..]), vec![])]);
+    produce_raw(&unreadable, &[(0, None, Some(&b"{}"[..]), vec![])]);
+    let group = unique("sec-seen");
+    let started = Instant::now();
+    let out = kdeck()
+        .args(["run", "--headless", "--stop-at-end", "-b", &sasl_ssl(), "-G", &group, "-t", &readable, "-t", &unreadable, "--connect-timeout", "5s"])
+        .args(["--sasl-user", "alice", "--tls-ca", &ca("ca.pem")])
+        .env("KDECK_SASL_PASSWORD", alice_password())
+        .arg("--log-file")
+        .arg(dir.path().join("kdeck.log"))
+        .arg("--audit")
+        .arg(dir.path().join("audit.sqlite"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("user alice may not read topic `{unreadable}`")) && err.contains("grant READ"), "{err}");
+    assert!(!err.contains(&readable), "only the unreadable topic is named: {err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    assert_eq!(committed_offsets(&group, &readable).get(&0), Some(&-1), "nothing consumed before the refusal was found");
+
+    // By a pattern, found only when a fetch is refused (librdkafka's error names
+    // no topic): the assigned topics are asked which one it is.
+    let pattern = format!("^({readable}|{unreadable})$");
+    let out = kdeck()
+        .args(["run", "--headless", "--stop-at-end", "-b", &sasl_ssl(), "-G", &group, "--pattern", &pattern, "--connect-timeout", "5s"])
+        .args(["--sasl-user", "alice", "--tls-ca", &ca("ca.pem")])
+        .env("KDECK_SASL_PASSWORD", alice_password())
+        .arg("--log-file")
+        .arg(dir.path().join("pattern.log"))
+        .arg("--audit")
+        .arg(dir.path().join("audit.sqlite"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(!out.status.success());
+    assert!(last.contains(&format!("user alice may not read topic `{unreadable}`")) && !last.contains(&readable), "{err}");
+}

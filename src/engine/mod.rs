@@ -323,6 +323,8 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
             Subscription::Topics(t) => format!("one of the topics {}", t.join(", ")),
             Subscription::Pattern(p) => format!("a topic matching `{p}`"),
         },
+        brokers: config.brokers.clone(),
+        timeout: config.connect_timeout,
     };
     let thread = std::thread::Builder::new()
         .name("kdeck-poll".into())
@@ -400,6 +402,12 @@ fn check_cluster(consumer: &KConsumer, config: &EngineConfig) -> Result<()> {
                     ));
                 }
             }
+            // Seen is not readable: librdkafka's fetch error would name no topic.
+            match crate::admin::unreadable(consumer, topics, config.connect_timeout) {
+                Ok(refused) if !refused.is_empty() => return Err(anyhow!(cannot_read(config, &refused, &config.brokers))),
+                Ok(_) => {}
+                Err(e) => tracing::debug!("the topics' authorized operations are not known: {e}"),
+            }
         }
         Subscription::Pattern(p) => {
             let re = regex::Regex::new(p).map_err(|e| anyhow!("--pattern `{p}` is not a valid regular expression: {e}"))?;
@@ -409,6 +417,17 @@ fn check_cluster(consumer: &KConsumer, config: &EngineConfig) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// "user alice may not read topic `t` …" for topics the ACLs let be seen, not read.
+fn cannot_read(config: &EngineConfig, topics: &[String], brokers: &str) -> String {
+    let names: Vec<String> = topics.iter().map(|t| format!("`{t}`")).collect();
+    let (noun, them) = if topics.len() == 1 { ("topic", "it") } else { ("topics", "them") };
+    format!(
+        "{} may not read {noun} {} on {brokers}: the cluster's ACLs let {them} be seen but not read (grant READ on {them})",
+        crate::security::who(&config.properties),
+        names.join(", ")
+    )
 }
 
 fn refused(consumer: &KConsumer, topic: &str, timeout: Duration) -> bool {
@@ -423,17 +442,30 @@ fn refused(consumer: &KConsumer, topic: &str, timeout: Duration) -> bool {
 struct Refusals {
     who: String,
     group: String,
+    /// The subscription, said when the refused topic cannot be found out.
     topics: String,
+    brokers: String,
+    timeout: Duration,
 }
 
 impl Refusals {
-    fn of(&self, e: &KafkaError) -> Option<String> {
+    fn of(&self, e: &KafkaError, consumer: &KConsumer) -> Option<String> {
         match e.rdkafka_error_code()? {
             RDKafkaErrorCode::GroupAuthorizationFailed => {
                 Some(format!("{} may not use group `{}`: the cluster's ACLs refuse it (grant READ on the group)", self.who, self.group))
             }
             RDKafkaErrorCode::TopicAuthorizationFailed => {
-                Some(format!("{} may not read {}: the cluster's ACLs refuse it (grant READ on the topic)", self.who, self.topics))
+                // librdkafka's error names no topic: the assigned ones are asked.
+                let mut assigned: Vec<String> = consumer.assignment().map(|a| a.elements().iter().map(|e| e.topic().to_string()).collect()).unwrap_or_default();
+                assigned.sort();
+                assigned.dedup();
+                let which = crate::admin::unreadable(consumer, &assigned, self.timeout).unwrap_or_default();
+                if which.is_empty() {
+                    return Some(format!("{} may not read {}: the cluster's ACLs refuse it (grant READ on the topic)", self.who, self.topics));
+                }
+                let names: Vec<String> = which.iter().map(|t| format!("`{t}`")).collect();
+                let noun = if which.len() == 1 { "topic" } else { "topics" };
+                Some(format!("{} may not read {noun} {} on {}: the cluster's ACLs refuse it (grant READ)", self.who, names.join(", "), self.brokers))
             }
             _ => None,
         }
@@ -467,8 +499,10 @@ fn poll_loop(
             match consumer.poll(timeout) {
                 Some(Ok(m)) => batch.push(m.detach()),
                 Some(Err(e)) => {
+                    // Asked before the lock: finding the refused topic asks the cluster.
+                    let refused = refusals.of(&e, &consumer);
                     let mut c = core.lock().unwrap();
-                    match refusals.of(&e) {
+                    match refused {
                         Some(why) => {
                             c.record_error("broker", why.clone());
                             c.fatal.get_or_insert(why);

@@ -4,7 +4,6 @@
 //! commits in `__consumer_offsets` (`offsets_topic.rs`). `kdeck lag` prints one
 //! observation; the engine knows nothing of this module.
 
-pub mod admin;
 pub mod history;
 pub mod observer;
 pub mod offsets_topic;

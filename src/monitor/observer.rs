@@ -13,7 +13,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use kdeck_ui::watch::model::{GroupDescription, GroupPartitionView, GroupView, Verdict};
 
-use super::admin;
+use crate::admin;
 use crate::engine::record_times;
 use super::offsets_topic::{Entry, OffsetsLog, OFFSETS_TOPIC};
 use super::verdict::{self, Commit, Now};

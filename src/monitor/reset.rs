@@ -10,7 +10,7 @@ use kdeck_ui::watch::intent::ResetTarget;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::admin;
+use crate::admin;
 
 /// One partition's move: (topic, partition, committed before, reset to).
 pub type Move = (String, i32, Option<i64>, i64);

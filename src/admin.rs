@@ -1,13 +1,14 @@
-//! The admin calls a monitor needs and rust-rdkafka does not wrap: list the
-//! cluster's groups, describe them (classic and KIP-848 "consumer" groups:
-//! librdkafka asks ConsumerGroupDescribe and falls back to DescribeGroups), and
-//! read a group's committed offsets, all of its partitions, without joining.
+//! Admin calls rust-rdkafka does not wrap. For the monitor: list the cluster's
+//! groups, describe them (classic and KIP-848 "consumer" groups: librdkafka
+//! asks ConsumerGroupDescribe and falls back to DescribeGroups), read a group's
+//! committed offsets, all of its partitions, without joining, and reset them.
+//! For the engine's start: which topics the ACLs let this client read.
 //! Each call waits for its result on a queue of its own, up to `timeout`.
 
 use std::ffi::{CStr, CString};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka_sys as rdsys;
 use rdsys::rd_kafka_admin_op_t as Op;
 use kdeck_ui::watch::model::{GroupDescription, MemberView};
@@ -182,6 +183,46 @@ pub fn alter_offsets(client: &BaseConsumer, group: &str, offsets: &[(String, i32
     Ok(())
 }
 
+/// The topics among `topics` the cluster's authorizer says this client may
+/// not READ (it may DESCRIBE them: they are asked for by name, KIP-430's
+/// authorized operations). A topic the cluster says nothing about (no
+/// authorizer, an older broker, the topic's own error) is not in the answer.
+pub fn unreadable<C: ConsumerContext>(client: &BaseConsumer<C>, topics: &[String], timeout: Duration) -> Result<Vec<String>, String> {
+    let names: Vec<CString> = topics.iter().filter_map(|t| CString::new(t.as_str()).ok()).collect();
+    let mut pointers: Vec<*const libc::c_char> = names.iter().map(|n| n.as_ptr()).collect();
+    let event = call(client, Op::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS, timeout, |rk, opts, q| unsafe {
+        let error = rdsys::rd_kafka_AdminOptions_set_include_authorized_operations(opts, 1);
+        if !error.is_null() {
+            rdsys::rd_kafka_error_destroy(error);
+        }
+        let collection = rdsys::rd_kafka_TopicCollection_of_topic_names(pointers.as_mut_ptr(), pointers.len());
+        rdsys::rd_kafka_DescribeTopics(rk, collection, opts, q);
+        rdsys::rd_kafka_TopicCollection_destroy(collection);
+    })?;
+    let mut out = Vec::new();
+    unsafe {
+        let result = rdsys::rd_kafka_event_DescribeTopics_result(event.0);
+        let mut n = 0;
+        let described = rdsys::rd_kafka_DescribeTopics_result_topics(result, &mut n);
+        for &d in slice(described, n) {
+            if !rdsys::rd_kafka_TopicDescription_error(d).is_null() {
+                continue;
+            }
+            let mut count = 0;
+            let ops = rdsys::rd_kafka_TopicDescription_authorized_operations(d, &mut count);
+            if ops.is_null() || count == 0 {
+                continue;
+            }
+            use rdsys::rd_kafka_AclOperation_t::{RD_KAFKA_ACL_OPERATION_ALL as ALL, RD_KAFKA_ACL_OPERATION_READ as READ};
+            if !std::slice::from_raw_parts(ops, count).iter().any(|op| *op == READ || *op == ALL) {
+                out.push(text(rdsys::rd_kafka_TopicDescription_name(d)));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// An admin result event, destroyed when dropped.
 struct Event(*mut rdsys::rd_kafka_event_t);
 
@@ -193,8 +234,8 @@ impl Drop for Event {
 
 /// Starts an admin call with options for `op` and a queue of its own, and
 /// waits for its result event; a request-level error is the error.
-fn call(
-    client: &BaseConsumer,
+fn call<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
     op: Op,
     timeout: Duration,
     start: impl FnOnce(*mut rdsys::rd_kafka_t, *mut rdsys::rd_kafka_AdminOptions_t, *mut rdsys::rd_kafka_queue_t),
