@@ -205,9 +205,13 @@ pub enum DlqCommand {
 /// decode → validate → sink options, shared by `run` and `dlq replay --mode reprocess`.
 #[derive(Debug, Args, Clone, Default)]
 pub struct PipelineArgs {
-    /// Where handled records go: null (default), jsonl:PATH, sqlite:PATH or exec:'COMMAND'.
+    /// Where handled records go: null (default), jsonl:PATH, sqlite:PATH,
+    /// postgres://USER@HOST/DB or exec:'COMMAND'.
     #[arg(long)]
     pub sink: Option<String>,
+    /// A file whose first line is the PostgreSQL password (or PGPASSWORD, or ~/.pgpass).
+    #[arg(long, value_name = "FILE")]
+    pub sink_password_file: Option<PathBuf>,
     /// How values are decoded: json, avro, protobuf, text or bytes (default bytes).
     #[arg(long)]
     pub format: Option<String>,
@@ -236,7 +240,7 @@ pub struct PipelineArgs {
     /// Fully qualified Protobuf message type in --proto-descriptor.
     #[arg(long)]
     pub proto_message: Option<String>,
-    /// With --sink sqlite: a statement run for every record instead of the default table,
+    /// With --sink sqlite or postgres: a statement run for every record instead of the default table,
     /// inline or a file; named parameters :topic :partition :offset :key :value :timestamp
     /// and each top-level field of a JSON value (:customer, :amount).
     #[arg(long)]

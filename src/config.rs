@@ -111,6 +111,10 @@ pub fn pipeline(args: &PipelineArgs, file: &FileConfig, group: &str, brokers: &s
             None => SinkSpec::Null,
         },
         sink_options: SinkOptions {
+            sink_password: match &args.sink_password_file {
+                Some(path) => Some(crate::security::secret_file(path, "--sink-password-file").map_err(|e| anyhow!(e))?),
+                None => None,
+            },
             sql: match args.sql.clone().or(file.sql.clone()) {
                 // A path to a file, or the statement itself.
                 Some(s) if std::path::Path::new(&s).is_file() => {
@@ -197,7 +201,7 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
         properties.push((k.clone(), v));
     }
     // The friendly options, then -X: a -X property wins.
-    properties.extend(args.security.properties().map_err(|e| anyhow!(e))?);
+    properties.extend(args.security.properties_over(&properties).map_err(|e| anyhow!(e))?);
     for kv in &args.properties {
         let (k, v) = kv
             .split_once('=')

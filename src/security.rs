@@ -46,9 +46,18 @@ impl SecurityArgs {
     /// wins). `security.protocol` follows from what is given: TLS and SASL →
     /// SASL_SSL, SASL → SASL_PLAINTEXT, TLS → SSL.
     pub fn properties(&self) -> Result<Vec<(String, String)>, String> {
+        self.properties_over(&[])
+    }
+
+    /// As `properties`, going after `before` (the config file's): a protocol
+    /// set there is only ever added to (its SASL and `--tls-ca` → SASL_SSL).
+    pub fn properties_over(&self, before: &[(String, String)]) -> Result<Vec<(String, String)>, String> {
         let mut out = Vec::new();
-        let tls = self.tls_ca.is_some() || self.tls_cert.is_some();
-        let sasl = self.sasl_mechanism.is_some() || self.sasl_user.is_some() || self.sasl_password_file.is_some();
+        let earlier = property(before, "security.protocol").unwrap_or_default().to_ascii_uppercase();
+        let ours_tls = self.tls_ca.is_some() || self.tls_cert.is_some();
+        let ours_sasl = self.sasl_mechanism.is_some() || self.sasl_user.is_some() || self.sasl_password_file.is_some();
+        let tls = ours_tls || ((ours_tls || ours_sasl) && earlier.ends_with("SSL"));
+        let sasl = ours_sasl || ((ours_tls || ours_sasl) && earlier.starts_with("SASL"));
         let protocol = match (tls, sasl) {
             (true, true) => Some("SASL_SSL"),
             (false, true) => Some("SASL_PLAINTEXT"),
@@ -70,7 +79,7 @@ impl SecurityArgs {
         file("ssl.ca.location", &self.tls_ca, "--tls-ca")?;
         file("ssl.certificate.location", &self.tls_cert, "--tls-cert")?;
         file("ssl.key.location", &self.tls_key, "--tls-key")?;
-        if sasl {
+        if ours_sasl {
             let mechanism = self.sasl_mechanism.clone().unwrap_or_else(|| "SCRAM-SHA-512".into());
             if !["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"].contains(&mechanism.as_str()) {
                 return Err(format!("--sasl-mechanism `{mechanism}` is not one of SCRAM-SHA-512, SCRAM-SHA-256, PLAIN"));
@@ -174,9 +183,21 @@ fn property<'a>(properties: &'a [(String, String)], key: &str) -> Option<&'a str
     properties.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
+/// A client creation error without the property's value (rust-rdkafka's own
+/// text repeats it, and it may be a password): the key and librdkafka's words.
+pub fn client_error(e: &KafkaError) -> String {
+    match e {
+        KafkaError::ClientConfig(_, desc, key, value) => {
+            let desc = if value.is_empty() { desc.clone() } else { desc.replace(value.as_str(), "…") };
+            format!("librdkafka refused property `{key}`: {desc}")
+        }
+        other => other.to_string(),
+    }
+}
+
 /// A client that could not be created because of its TLS files.
 fn explain_creation(e: &KafkaError, properties: &[(String, String)]) -> String {
-    let text = e.to_string();
+    let text = client_error(e);
     if text.contains("key values mismatch") {
         return "the client certificate and its key do not match (--tls-cert, --tls-key)".into();
     }
@@ -256,6 +277,27 @@ mod tests {
         let said = explain("b:9094", &p, &heard).unwrap();
         assert_eq!(said, "authentication failed for user alice with SCRAM-SHA-512");
         assert!(!said.contains("s3cret"));
+    }
+
+    #[test]
+    fn a_property_librdkafka_refuses_is_named_without_its_value() {
+        for (key, value) in [("sasl.pasword", "hunter2"), ("sasl.oauthbearer.client.secret", "hunter2"), ("security.protocol", "hunter2")] {
+            let e = check_connection("127.0.0.1:1", &props(&[(key, value)]), Duration::from_millis(100)).unwrap_err();
+            assert!(!e.contains("hunter2") && e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn tls_given_over_a_files_sasl_keeps_sasl() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "x").unwrap();
+        let file = props(&[("security.protocol", "SASL_PLAINTEXT"), ("sasl.username", "alice")]);
+        let args = SecurityArgs { tls_ca: Some(ca), ..Default::default() };
+        let p = args.properties_over(&file).unwrap();
+        assert_eq!(property(&p, "security.protocol"), Some("SASL_SSL"));
+        assert_eq!(property(&p, "sasl.username"), None, "the file's own SASL settings stay as they are");
+        assert_eq!(property(&SecurityArgs::default().properties_over(&file).unwrap(), "security.protocol"), None);
     }
 
     #[test]

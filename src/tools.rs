@@ -130,7 +130,7 @@ fn read(source: &DlqSource, filter: &DlqFilter) -> Result<Vec<OwnedMessage>> {
     }
     let timeout = Duration::from_secs(10);
     crate::security::check_connection(&source.brokers, &properties(source)?, timeout).map_err(|e| anyhow!(e))?;
-    let consumer: BaseConsumer = cc.create().map_err(|e| anyhow!("cannot create a Kafka client: {e}"))?;
+    let consumer: BaseConsumer = cc.create().map_err(|e| anyhow!("cannot create a Kafka client: {}", crate::security::client_error(&e)))?;
     let md = consumer
         .fetch_metadata(Some(&source.dlq), timeout)
         .map_err(|e| anyhow!("cannot reach Kafka at {} ({e}); check --brokers", source.brokers))?;

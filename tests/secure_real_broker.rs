@@ -384,3 +384,34 @@ fn a_topic_alice_may_see_but_not_read_is_named_among_others_at_start() {
     assert!(!out.status.success());
     assert!(last.contains(&format!("user alice may not read topic `{unreadable}`")) && !last.contains(&readable), "{err}");
 }
+
+#[test]
+fn a_kip_848_group_alice_may_see_but_not_use_stops_the_run() {
+    // scripts/kafka lets alice DESCRIBE groups beginning with seen-, not READ them:
+    // the coordinator is found, and the heartbeat is refused (a fatal error in
+    // librdkafka's consumer protocol, reported once).
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("sec-848");
+    create_topic(&topic, 1);
+    let group = unique("seen-g");
+    let started = Instant::now();
+    let mut child = Killed(
+        kdeck()
+            .args(["run", "--headless", "--stop-at-end", "-b", &sasl_ssl(), "-G", &group, "-t", &topic, "--connect-timeout", "5s"])
+            .args(["--sasl-user", "alice", "--tls-ca", &ca("ca.pem"), "-X", "group.protocol=consumer"])
+            .env("KDECK_SASL_PASSWORD", alice_password())
+            .arg("--log-file")
+            .arg(dir.path().join("kdeck.log"))
+            .arg("--audit")
+            .arg(dir.path().join("audit.sqlite"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let exit = wait_exit(&mut child.0, Duration::from_secs(30));
+    let err = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert!(!exit.success());
+    assert!(err.contains(&format!("user alice may not use group `{group}`")), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+}

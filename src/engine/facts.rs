@@ -43,7 +43,7 @@ impl PartitionFacts {
     pub fn start(config: &ClientConfig) -> Result<PartitionFacts, String> {
         let mut config = config.clone();
         config.set("statistics.interval.ms", "0");
-        let client: BaseConsumer = config.create().map_err(|e| format!("cannot create the offsets reader: {e}"))?;
+        let client: BaseConsumer = config.create().map_err(|e| format!("cannot create the offsets reader: {}", crate::security::client_error(&e)))?;
         let (questions, asked) = crossbeam_channel::unbounded::<(Vec<Asked>, bool)>();
         let (answer, answers) = crossbeam_channel::unbounded();
         // Test failpoint (`KDECK_FAILPOINT=slow-offsets:MS`): every answer takes that long,

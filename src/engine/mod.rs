@@ -225,7 +225,7 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
     };
     if config.commit == CommitStrategy::Eos {
         let eos = config.exactly_once.as_ref().ok_or_else(|| {
-            anyhow!("--commit eos needs a sink that writes offsets with its output: --sink sqlite:PATH or kafka:TOPIC")
+            anyhow!("--commit eos needs a sink that writes offsets with its output: --sink sqlite:PATH, postgres://… or kafka:TOPIC")
         })?;
         if config.retry.ordering == RetryOrdering::Key {
             return Err(anyhow!("--commit eos needs --ordering partition: a partition's offset can only advance in order"));
@@ -318,11 +318,6 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
     let refusals = Refusals {
         who: crate::security::who(&config.properties),
         group: config.group.clone(),
-        topics: match &config.subscription {
-            Subscription::Topics(t) if t.len() == 1 => format!("topic `{}`", t[0]),
-            Subscription::Topics(t) => format!("one of the topics {}", t.join(", ")),
-            Subscription::Pattern(p) => format!("a topic matching `{p}`"),
-        },
         brokers: config.brokers.clone(),
         timeout: config.connect_timeout,
     };
@@ -403,7 +398,10 @@ fn check_cluster(consumer: &KConsumer, config: &EngineConfig) -> Result<()> {
                 }
             }
             // Seen is not readable: librdkafka's fetch error would name no topic.
-            match crate::admin::unreadable(consumer, topics, config.connect_timeout) {
+            let mut distinct = topics.clone();
+            distinct.sort();
+            distinct.dedup();
+            match crate::admin::unreadable(consumer, &distinct, config.connect_timeout) {
                 Ok(refused) if !refused.is_empty() => return Err(anyhow!(cannot_read(config, &refused, &config.brokers))),
                 Ok(_) => {}
                 Err(e) => tracing::debug!("the topics' authorized operations are not known: {e}"),
@@ -442,26 +440,33 @@ fn refused(consumer: &KConsumer, topic: &str, timeout: Duration) -> bool {
 struct Refusals {
     who: String,
     group: String,
-    /// The subscription, said when the refused topic cannot be found out.
-    topics: String,
     brokers: String,
     timeout: Duration,
 }
 
 impl Refusals {
     fn of(&self, e: &KafkaError, consumer: &KConsumer) -> Option<String> {
+        if let KafkaError::MessageConsumptionFatal(_) = e {
+            // librdkafka's client is dead (a KIP-848 group refused, a fenced
+            // static member): polling on would wait for ever. Its cause says why.
+            let cause = fatal_cause(consumer).unwrap_or_else(|| e.to_string());
+            return Some(match cause.contains("GROUP_AUTHORIZATION_FAILED") || cause.contains("Group authorization failed") {
+                true => self.group_refused(),
+                false => format!("the Kafka client failed for good: {cause}"),
+            });
+        }
         match e.rdkafka_error_code()? {
-            RDKafkaErrorCode::GroupAuthorizationFailed => {
-                Some(format!("{} may not use group `{}`: the cluster's ACLs refuse it (grant READ on the group)", self.who, self.group))
-            }
+            RDKafkaErrorCode::GroupAuthorizationFailed => Some(self.group_refused()),
             RDKafkaErrorCode::TopicAuthorizationFailed => {
                 // librdkafka's error names no topic: the assigned ones are asked.
+                // Only a refusal the cluster confirms stops the run (an ACL
+                // just granted, or being re-created, can refuse one fetch).
                 let mut assigned: Vec<String> = consumer.assignment().map(|a| a.elements().iter().map(|e| e.topic().to_string()).collect()).unwrap_or_default();
                 assigned.sort();
                 assigned.dedup();
-                let which = crate::admin::unreadable(consumer, &assigned, self.timeout).unwrap_or_default();
+                let which = crate::admin::unreadable(consumer, &assigned, self.timeout.min(ADMIN_WAIT)).unwrap_or_default();
                 if which.is_empty() {
-                    return Some(format!("{} may not read {}: the cluster's ACLs refuse it (grant READ on the topic)", self.who, self.topics));
+                    return None;
                 }
                 let names: Vec<String> = which.iter().map(|t| format!("`{t}`")).collect();
                 let noun = if which.len() == 1 { "topic" } else { "topics" };
@@ -469,6 +474,27 @@ impl Refusals {
             }
             _ => None,
         }
+    }
+
+    fn group_refused(&self) -> String {
+        format!("{} may not use group `{}`: the cluster's ACLs refuse it (grant READ on the group)", self.who, self.group)
+    }
+}
+
+/// The poll thread waits at most this for the cluster to say which topic it refused.
+const ADMIN_WAIT: Duration = Duration::from_secs(3);
+
+/// librdkafka's own words for the fatal error that killed the client.
+fn fatal_cause(consumer: &KConsumer) -> Option<String> {
+    let mut text = [0 as libc::c_char; 512];
+    // SAFETY: the client is alive; librdkafka writes a NUL-terminated string into the buffer.
+    unsafe {
+        let code = rdkafka_sys::rd_kafka_fatal_error(consumer.client().native_ptr(), text.as_mut_ptr(), text.len());
+        if code == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return None;
+        }
+        let name = std::ffi::CStr::from_ptr(rdkafka_sys::rd_kafka_err2name(code)).to_string_lossy().into_owned();
+        Some(format!("{name}: {}", std::ffi::CStr::from_ptr(text.as_ptr()).to_string_lossy()))
     }
 }
 

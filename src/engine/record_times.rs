@@ -77,7 +77,7 @@ pub fn reader(config: &ClientConfig) -> Result<BaseConsumer, String> {
         .set("statistics.interval.ms", "0")
         .set("max.partition.fetch.bytes", "65536")
         .set("queued.max.messages.kbytes", "1024");
-    config.create().map_err(|e| format!("cannot create the record-time reader: {e}"))
+    config.create().map_err(|e| format!("cannot create the record-time reader: {}", crate::security::client_error(&e)))
 }
 
 /// The engine's reader thread: asked for (partition, committed offset) pairs,

@@ -397,7 +397,7 @@ pub(super) fn consumer(options: &Options, group: &str, extra: &[(&str, &str)]) -
     // Last, so no -X can make this client commit, or read as the watched group.
     cc.set("group.id", group).set("enable.auto.commit", "false").set("enable.auto.offset.store", "false").set("enable.partition.eof", "false");
     cc.remove("group.instance.id");
-    cc.create().map_err(|e| format!("cannot create a Kafka client: {e}"))
+    cc.create().map_err(|e| format!("cannot create a Kafka client: {}", crate::security::client_error(&e)))
 }
 
 /// End less committed; unknown when either is, and when the committed offset

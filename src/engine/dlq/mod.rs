@@ -71,7 +71,7 @@ impl Producer {
             .set("message.timeout.ms", timeout.as_millis().to_string())
             // A missing topic fails the send within the timeout instead of the default 30 s.
             .set("topic.metadata.propagation.max.ms", timeout.as_millis().to_string());
-        let producer = cc.create_with_context(DeliveryContext).map_err(|e| format!("cannot create the dead-letter producer: {e}"))?;
+        let producer = cc.create_with_context(DeliveryContext).map_err(|e| format!("cannot create the dead-letter producer: {}", crate::security::client_error(&e)))?;
         Ok(Producer { producer, timeout })
     }
 

@@ -225,19 +225,41 @@ fn split_credentials(url: &str) -> Result<(String, Option<String>, Option<String
     if !matches!(scheme, "http" | "https") {
         return Err(format!("--schema-registry `{scheme}://…` must be http:// or https://"));
     }
-    // Credentials end at the last '@' before the path (a password may hold '@').
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    // Credentials end at the last '@' (a password may hold '@' and '/'); a '/'
+    // before it with no ':' means the '@' is in the path, not credentials.
+    let creds = rest.rfind('@').filter(|&at| rest[..at].contains(':') || !rest[..at].contains('/'));
+    match creds {
         Some(at) => {
             let (cred, host) = (&rest[..at], &rest[at + 1..]);
             let (user, password) = match cred.split_once(':') {
-                Some((u, p)) => (u.to_string(), Some(p.to_string())),
-                None => (cred.to_string(), None),
+                Some((u, p)) => (decode(u), Some(decode(p))),
+                None => (decode(cred), None),
             };
             Ok((format!("{scheme}://{host}"), Some(user), password))
         }
         None => Ok((url.to_string(), None, None)),
     }
+}
+
+/// Percent-decoding of a URL's user or password (`%2F` is `/`); bytes that
+/// are not a valid escape stay as they are.
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -261,6 +283,12 @@ mod tests {
         assert_eq!(r.auth.unwrap(), basic("reader", "p@ss:w/rd"));
         assert_eq!(r.url, "https://registry:8081");
         assert!(!format!("{spec:?}").contains("p@ss"), "{spec:?}");
+        // A password with '/' (Confluent Cloud secrets have them), or escaped.
+        let (url, user, password) = split_credentials("https://KEY:ab/cd@registry/x").unwrap();
+        assert_eq!((url.as_str(), user.as_deref(), password.as_deref()), ("https://registry/x", Some("KEY"), Some("ab/cd")));
+        assert!(!format!("{:?}", RegistrySpec { url: "https://KEY:ab/cd@registry".into(), ..Default::default() }).contains("ab/cd"));
+        assert_eq!(split_credentials("https://KEY:ab%2Fcd%40@registry").unwrap().2.as_deref(), Some("ab/cd@"));
+        assert_eq!(split_credentials("https://registry/a@b").unwrap().0, "https://registry/a@b", "an '@' in the path is not credentials");
         // A password with '@' in the URL itself.
         let (url, _, password) = split_credentials("https://u:a@b@registry/x").unwrap();
         assert_eq!((url.as_str(), password.as_deref()), ("https://registry/x", Some("a@b")));

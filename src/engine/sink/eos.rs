@@ -22,9 +22,17 @@ pub struct ExactlyOnce {
     on_enable: std::sync::OnceLock<Box<dyn Fn() -> Result<(), String> + Send + Sync>>,
 }
 
+/// A database that keeps the partitions' offsets beside the results.
+pub trait OffsetStore: Send + Sync {
+    fn next_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, String>;
+    fn name(&self) -> &'static str;
+}
+
 enum Store {
     /// Offsets kept in the database, written in each batch's transaction.
     Sqlite { path: PathBuf, group: String },
+    /// The same in a database reached over the network (PostgreSQL).
+    Database(Box<dyn OffsetStore>),
     /// Offsets sent to each producer transaction; the group's metadata (generation)
     /// fences a member that lost its partitions, and the assignment epochs fence a
     /// worker of this member that outlived its partition's revoke.
@@ -33,8 +41,9 @@ enum Store {
 
 impl std::fmt::Debug for ExactlyOnce {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match self.store {
+        let kind = match &self.store {
             Store::Sqlite { .. } => "sqlite",
+            Store::Database(d) => d.name(),
             Store::Kafka { .. } => "kafka",
         };
         write!(f, "ExactlyOnce({kind}, enabled: {})", self.enabled())
@@ -56,6 +65,10 @@ impl ExactlyOnce {
 
     pub fn sqlite(path: &Path, group: &str) -> ExactlyOnce {
         ExactlyOnce::new(Store::Sqlite { path: path.to_path_buf(), group: group.to_string() })
+    }
+
+    pub fn postgres(store: Box<dyn OffsetStore>) -> ExactlyOnce {
+        ExactlyOnce::new(Store::Database(store))
     }
 
     pub fn kafka() -> ExactlyOnce {
@@ -83,7 +96,12 @@ impl ExactlyOnce {
     pub fn view(&self) -> EosView {
         let open = *self.open.lock().unwrap();
         EosView {
-            sink: if self.commits_offsets() { "kafka" } else { "sqlite" }.into(),
+            sink: match &self.store {
+                Store::Sqlite { .. } => "sqlite",
+                Store::Database(d) => d.name(),
+                Store::Kafka { .. } => "kafka",
+            }
+            .into(),
             enabled: self.enabled(),
             commits: self.commits.load(Ordering::Relaxed),
             aborts: self.aborts.load(Ordering::Relaxed),
@@ -120,6 +138,7 @@ impl ExactlyOnce {
         match &self.store {
             Store::Sqlite { path, group } => super::sqlite::stored(&super::sqlite::open(path)?, group, topic, partition)
                 .map_err(|e| format!("cannot read the stored offsets: {e}")),
+            Store::Database(d) => d.next_offset(topic, partition),
             Store::Kafka { .. } => Ok(None), // transactions commit to the group itself
         }
     }
@@ -150,7 +169,7 @@ impl ExactlyOnce {
     pub fn epoch(&self, topic: &str, partition: i32) -> u64 {
         match &self.store {
             Store::Kafka { metadata } => metadata.lock().unwrap().epochs.get(&(topic.to_string(), partition)).copied().unwrap_or(0),
-            Store::Sqlite { .. } => 0,
+            Store::Sqlite { .. } | Store::Database(_) => 0,
         }
     }
 
@@ -173,7 +192,7 @@ impl ExactlyOnce {
                 let current = |(t, p, e): (&str, i32, u64)| m.epochs.get(&(t.to_string(), p)).copied().unwrap_or(0) == e;
                 parts.all(current).then(|| f(m.metadata.as_ref()))
             }
-            Store::Sqlite { .. } => Some(f(None)),
+            Store::Sqlite { .. } | Store::Database(_) => Some(f(None)),
         }
     }
 }

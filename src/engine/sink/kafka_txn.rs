@@ -286,7 +286,7 @@ impl Transactions {
     /// waits for open transactions on them to end), per partition in order.
     fn committed_metadata(&self, checker: &mut Option<BaseConsumer>, tps: &[Tp]) -> Result<Vec<Result<Vec<u8>, String>>, String> {
         if checker.is_none() {
-            *checker = Some(self.checker.create().map_err(|e| format!("cannot create a consumer to read them: {e}"))?);
+            *checker = Some(self.checker.create().map_err(|e| format!("cannot create a consumer to read them: {}", crate::security::client_error(&e)))?);
         }
         let consumer = checker.as_ref().unwrap();
         // Its log and error events pile up unless served.
@@ -423,7 +423,7 @@ impl Transactions {
 /// The transactional producer, created and initialised if there is none.
 fn ready<'a>(slot: &'a mut Option<Producer>, config: &ClientConfig) -> Result<&'a Producer, Failure> {
     if slot.is_none() {
-        let producer: Producer = config.create().map_err(|e| retry(format!("cannot create the transactional producer: {e}")))?;
+        let producer: Producer = config.create().map_err(|e| retry(format!("cannot create the transactional producer: {}", crate::security::client_error(&e))))?;
         producer.init_transactions(TXN_TIMEOUT).map_err(|e| retry(explain_init(&e, config)))?;
         *slot = Some(producer);
     }

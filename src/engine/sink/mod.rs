@@ -6,6 +6,7 @@ mod jsonl;
 mod kafka;
 mod group_commit;
 mod kafka_txn;
+mod postgres;
 mod sqlite;
 
 use std::path::PathBuf;
@@ -58,13 +59,17 @@ pub enum SinkSpec {
     Exec(String),
     /// An output topic (Kafka to Kafka; transactional under `--commit eos`).
     Kafka(String),
+    /// A PostgreSQL database (`postgres://user@host/db`), shared by instances.
+    Postgres(String),
 }
 
 /// What sinks need besides their spec.
 #[derive(Debug, Clone)]
 pub struct SinkOptions {
-    /// The SQLite sink's statement per record (`--sql`).
+    /// The SQLite or PostgreSQL sink's statement per record (`--sql`).
     pub sql: Option<String>,
+    /// The PostgreSQL password (`--sink-password-file`).
+    pub sink_password: Option<String>,
     /// The consumer group (exactly-once sinks store or send its offsets).
     pub group: String,
     /// For the Kafka sink: the cluster, its client properties, its transactional id
@@ -86,6 +91,7 @@ impl Default for SinkOptions {
     fn default() -> Self {
         SinkOptions {
             sql: None,
+            sink_password: None,
             group: String::new(),
             brokers: String::new(),
             properties: Vec::new(),
@@ -100,14 +106,15 @@ impl Default for SinkOptions {
 impl std::str::FromStr for SinkSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let usage = "expected null, jsonl:PATH, sqlite:PATH, exec:'COMMAND' or kafka:TOPIC";
+        let usage = "expected null, jsonl:PATH, sqlite:PATH, postgres://USER@HOST/DB, exec:'COMMAND' or kafka:TOPIC";
         match s.split_once(':') {
+            Some(("postgres" | "postgresql", rest)) if rest.starts_with("//") => Ok(SinkSpec::Postgres(s.to_string())),
             None if s == "null" => Ok(SinkSpec::Null),
             Some(("jsonl", p)) if !p.is_empty() => Ok(SinkSpec::Jsonl(PathBuf::from(p))),
             Some(("sqlite", p)) if !p.is_empty() => Ok(SinkSpec::Sqlite(PathBuf::from(p))),
             Some(("exec", c)) if !c.trim().is_empty() => Ok(SinkSpec::Exec(c.trim().to_string())),
             Some(("kafka", t)) if !t.trim().is_empty() => Ok(SinkSpec::Kafka(t.trim().to_string())),
-            _ => Err(format!("unknown sink `{s}`: {usage}")),
+            _ => Err(format!("unknown sink `{}`: {usage}", postgres::redact(s))),
         }
     }
 }
@@ -120,6 +127,8 @@ impl std::fmt::Display for SinkSpec {
             SinkSpec::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
             SinkSpec::Exec(c) => write!(f, "exec:{c}"),
             SinkSpec::Kafka(t) => write!(f, "kafka:{t}"),
+            // Never with its password.
+            SinkSpec::Postgres(url) => write!(f, "{}", postgres::redact(url)),
         }
     }
 }
@@ -135,6 +144,7 @@ enum FactoryKind {
     Sqlite(sqlite::SqliteTarget),
     Exec(exec::SharedChild),
     Kafka(std::sync::Arc<kafka::KafkaTarget>),
+    Postgres(postgres::PostgresTarget),
 }
 
 pub use eos::ExactlyOnce;
@@ -144,8 +154,11 @@ impl SinkFactory {
     /// Checks the sink can be used at all (file writable, database opens, command starts),
     /// so a mistake ends the program at start with one sentence.
     pub fn new(spec: &SinkSpec, o: &SinkOptions) -> Result<SinkFactory, String> {
-        if o.sql.is_some() && !matches!(spec, SinkSpec::Sqlite(_)) {
-            return Err("--sql needs --sink sqlite:PATH".into());
+        if o.sql.is_some() && !matches!(spec, SinkSpec::Sqlite(_) | SinkSpec::Postgres(_)) {
+            return Err("--sql needs --sink sqlite:PATH or postgres://…".into());
+        }
+        if o.sink_password.is_some() && !matches!(spec, SinkSpec::Postgres(_)) {
+            return Err("--sink-password-file needs --sink postgres://…".into());
         }
         if o.transform.is_some() && !matches!(spec, SinkSpec::Kafka(_)) {
             return Err("--transform needs --sink kafka:TOPIC".into());
@@ -154,6 +167,9 @@ impl SinkFactory {
             SinkSpec::Null => FactoryKind::Null,
             SinkSpec::Jsonl(p) => FactoryKind::Jsonl(jsonl::SharedFile::open(p)?),
             SinkSpec::Sqlite(p) => FactoryKind::Sqlite(sqlite::SqliteTarget::new(p, o.sql.clone(), &o.group)?),
+            SinkSpec::Postgres(url) => {
+                FactoryKind::Postgres(postgres::PostgresTarget::new(url, o.sink_password.as_deref(), o.sql.clone(), &o.group)?)
+            }
             SinkSpec::Exec(c) => FactoryKind::Exec(exec::SharedChild::start(c, o.exec_timeout, o.exec_batch)?),
             SinkSpec::Kafka(t) => {
                 // Stable across restarts of one instance (its group.instance.id), so a
@@ -181,6 +197,7 @@ impl SinkFactory {
             },
             FactoryKind::Exec(c) => Box::new(c.clone()),
             FactoryKind::Kafka(k) => Box::new(k.open(topic, partition)),
+            FactoryKind::Postgres(p) => Box::new(p.open(topic, partition)),
         }
     }
 
@@ -194,6 +211,7 @@ impl SinkFactory {
     pub fn field_parameters(&self) -> Vec<String> {
         match &self.kind {
             FactoryKind::Sqlite(t) => t.field_parameters(),
+            FactoryKind::Postgres(t) => t.field_parameters(),
             _ => Vec::new(),
         }
     }
@@ -203,6 +221,7 @@ impl SinkFactory {
         match &self.kind {
             FactoryKind::Sqlite(t) => Some(t.eos.clone()),
             FactoryKind::Kafka(k) => Some(k.eos.clone()),
+            FactoryKind::Postgres(p) => Some(p.eos.clone()),
             _ => None,
         }
     }

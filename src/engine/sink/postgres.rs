@@ -1,0 +1,667 @@
+//! `postgres://user@host/db`: a PostgreSQL database shared by instances on
+//! many machines. Like the SQLite sink: a table per topic keyed by (topic,
+//! partition, offset), or the user's `--sql` with the same named parameters;
+//! each worker has its own connection and writes its batch in one
+//! transaction, committed at flush.
+//!
+//! Exactly-once (`--commit eos`): the partition's next offset is written in
+//! the batch's transaction (table `kdeck_offsets`), as a compare-and-set on the
+//! offset this worker last saw *and* the generation it claimed when it first
+//! touched the partition. A claim bumps the generation, so an instance that
+//! lost the partition can never write again once the new owner has begun, and
+//! the new owner starts from what the old one committed (the row lock orders
+//! the two). A commit whose answer was lost with the connection is settled
+//! from that row before anything is written again.
+//!
+//! Values are sent in PostgreSQL's text format and the server parses them for
+//! the type it inferred for each parameter (as psql does), so `:amount` fits a
+//! numeric column and `:customer` a text one.
+
+use std::error::Error;
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use postgres::error::SqlState;
+use postgres::types::{Format, IsNull, ToSql, Type};
+use postgres::{Client, Config, NoTls};
+use rdkafka::message::{Message, OwnedMessage};
+use serde_json::Value;
+
+use super::eos::ExactlyOnce;
+use super::{lossy, Sink};
+use crate::engine::handler::{Failure, Progress, Stage};
+
+const OFFSETS_TABLE: &str = "CREATE TABLE IF NOT EXISTS kdeck_offsets (
+    group_id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+    next_offset BIGINT, generation BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (group_id, topic, partition))";
+
+/// Parameters every record binds, whatever its format.
+const RECORD_PARAMETERS: [&str; 6] = ["topic", "partition", "offset", "key", "value", "timestamp"];
+
+/// Default-table rows per INSERT statement (8 parameters each; PostgreSQL takes 65,535).
+const ROWS_PER_INSERT: usize = 500;
+
+/// A value in PostgreSQL's text format: the server parses it for the
+/// parameter's type. NULL when absent.
+#[derive(Debug, Clone)]
+struct Text(Option<String>);
+
+impl ToSql for Text {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        match &self.0 {
+            None => Ok(IsNull::Yes),
+            Some(s) => {
+                out.extend_from_slice(s.as_bytes());
+                Ok(IsNull::No)
+            }
+        }
+    }
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+    fn encode_format(&self, _: &Type) -> Format {
+        Format::Text
+    }
+    postgres::types::to_sql_checked!();
+}
+
+/// The database: how to connect, without the password when shown.
+#[derive(Clone)]
+pub struct Database {
+    config: Config,
+    /// `postgres://user@host:port/db`, never with a password.
+    pub shown: String,
+}
+
+impl Database {
+    /// `url` as libpq takes it; the password from the URL, `password`
+    /// (--sink-password-file), `PGPASSWORD` or `~/.pgpass`, in that order.
+    pub fn new(url: &str, password: Option<&str>) -> Result<Database, String> {
+        let mut config: Config = url.parse().map_err(|e| format!("--sink `{}` is not a PostgreSQL URL: {e}", redact(url)))?;
+        if config.get_hosts().is_empty() {
+            config.host("localhost");
+        }
+        let user = config.get_user().map(str::to_string).or_else(|| std::env::var("PGUSER").ok()).or_else(|| std::env::var("USER").ok());
+        let Some(user) = user else { return Err("--sink postgres:// needs a user: postgres://USER@host/db".into()) };
+        config.user(&user);
+        let host = match config.get_hosts().first() {
+            Some(postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "localhost".into(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let dbname = config.get_dbname().unwrap_or(&user).to_string();
+        if config.get_password().is_none() {
+            let found = password.map(str::to_string).or_else(|| std::env::var("PGPASSWORD").ok()).or_else(|| pgpass(&host, port, &dbname, &user));
+            if let Some(p) = found {
+                config.password(p);
+            }
+        }
+        config.connect_timeout(std::time::Duration::from_secs(10));
+        config.application_name("kdeck");
+        Ok(Database { config, shown: format!("postgres://{user}@{host}:{port}/{dbname}") })
+    }
+
+    pub fn connect(&self) -> Result<Client, String> {
+        self.config.connect(NoTls).map_err(|e| explain(&self.shown, &e))
+    }
+}
+
+/// The URL without its password.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let cred = &url[s + 3..at];
+            let user = cred.split(':').next().unwrap_or_default();
+            format!("{}{user}@{}", &url[..s + 3], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The first `~/.pgpass` line for this host, port, database and user (`*` matches any).
+fn pgpass(host: &str, port: u16, db: &str, user: &str) -> Option<String> {
+    let path = std::env::var_os("PGPASSFILE").map(std::path::PathBuf::from).or_else(|| dirs::home_dir().map(|h| h.join(".pgpass")))?;
+    let text = std::fs::read_to_string(path).ok()?;
+    let port = port.to_string();
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let fields: Vec<&str> = line.splitn(5, ':').collect();
+        let [h, p, d, u, pw] = fields[..] else { return None };
+        let ok = |f: &str, v: &str| f == "*" || f == v;
+        (ok(h, host) && ok(p, &port) && ok(d, db) && ok(u, user)).then(|| pw.to_string())
+    })
+}
+
+/// One sentence for a failed connection or statement at start.
+fn explain(shown: &str, e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return match *db.code() {
+            SqlState::INVALID_PASSWORD => format!("PostgreSQL at {shown} refused the password (give it in PGPASSWORD, ~/.pgpass or --sink-password-file)"),
+            SqlState::INVALID_AUTHORIZATION_SPECIFICATION => format!("PostgreSQL at {shown} refused the user: {}", db.message()),
+            SqlState::INVALID_CATALOG_NAME => format!("PostgreSQL at {shown}: {}", db.message()),
+            _ => format!("PostgreSQL at {shown}: {}", db.message()),
+        };
+    }
+    let text = e.to_string();
+    if text.contains("password missing") {
+        return format!("PostgreSQL at {shown} asks for a password: give it in PGPASSWORD, ~/.pgpass or --sink-password-file");
+    }
+    let cause = e.source().map(|s| s.to_string()).unwrap_or(text);
+    format!("cannot reach PostgreSQL at {shown}: {cause}")
+}
+
+/// `:name` parameters turned into `$n` (a name used twice is one parameter),
+/// leaving strings, quoted identifiers, comments and `::` casts alone.
+/// Returns the statement and the names in parameter order.
+pub fn positional(sql: &str) -> (String, Vec<String>) {
+    let chars: Vec<char> = sql.chars().collect();
+    let (mut out, mut names) = (String::with_capacity(sql.len()), Vec::<String>::new());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let quoted_until = |close: char, from: usize| (from + 1..chars.len()).find(|&j| chars[j] == close).unwrap_or(chars.len() - 1);
+        match c {
+            '\'' | '"' => {
+                let end = quoted_until(c, i);
+                out.extend(&chars[i..=end]);
+                i = end + 1;
+            }
+            '-' if chars.get(i + 1) == Some(&'-') => {
+                let end = (i..chars.len()).find(|&j| chars[j] == '\n').unwrap_or(chars.len() - 1);
+                out.extend(&chars[i..=end]);
+                i = end + 1;
+            }
+            ':' if chars.get(i + 1) == Some(&':') => {
+                out.push_str("::");
+                i += 2;
+            }
+            ':' if chars.get(i + 1).is_some_and(|n| n.is_ascii_alphabetic() || *n == '_') => {
+                let end = (i + 1..chars.len()).find(|&j| !(chars[j].is_ascii_alphanumeric() || chars[j] == '_')).unwrap_or(chars.len());
+                let name: String = chars[i + 1..end].iter().collect();
+                let n = match names.iter().position(|x| *x == name) {
+                    Some(p) => p + 1,
+                    None => {
+                        names.push(name);
+                        names.len()
+                    }
+                };
+                out.push_str(&format!("${n}"));
+                i = end;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    (out, names)
+}
+
+/// What a PostgreSQL sink writes, shared by its partitions.
+pub struct PostgresTarget {
+    db: Database,
+    /// The user's statement with `$n` parameters, and their names in order.
+    sql: Option<(String, Vec<String>)>,
+    group: String,
+    pub eos: Arc<ExactlyOnce>,
+}
+
+impl PostgresTarget {
+    /// Connects once, so a wrong URL, password or `--sql` is one sentence at start.
+    pub fn new(url: &str, password: Option<&str>, sql: Option<String>, group: &str) -> Result<PostgresTarget, String> {
+        let db = Database::new(url, password)?;
+        let mut client = db.connect()?;
+        client.batch_execute(OFFSETS_TABLE).map_err(|e| explain(&db.shown, &e))?;
+        let sql = match sql {
+            None => None,
+            Some(text) => {
+                let (statement, names) = positional(&text);
+                let prepared = client.prepare(&statement).map_err(|e| match e.as_db_error() {
+                    Some(d) => format!("the --sql statement does not prepare on {}: {}", db.shown, d.message()),
+                    None => explain(&db.shown, &e),
+                })?;
+                if !prepared.columns().is_empty() {
+                    return Err("the --sql statement returns rows (a SELECT or RETURNING); give a statement that only writes".into());
+                }
+                Some((statement, names))
+            }
+        };
+        let eos = Arc::new(ExactlyOnce::postgres(Box::new(Offsets { db: db.clone(), group: group.to_string(), client: Mutex::new(Some(client)) })));
+        Ok(PostgresTarget { db, sql, group: group.to_string(), eos })
+    }
+
+    pub fn field_parameters(&self) -> Vec<String> {
+        self.sql.as_ref().map(|(_, names)| names.iter().filter(|n| !RECORD_PARAMETERS.contains(&n.as_str())).cloned().collect()).unwrap_or_default()
+    }
+
+    /// Never fails: the connection and the claim come with the first write,
+    /// so a database that is down holds the partition with the reason.
+    pub fn open(&self, topic: &str, partition: i32) -> PostgresSink {
+        PostgresSink {
+            topic: topic.to_string(),
+            partition,
+            db: self.db.clone(),
+            client: None,
+            in_tx: false,
+            pending: Vec::new(),
+            sql: self.sql.clone(),
+            group: self.group.clone(),
+            eos: self.eos.clone(),
+            claim: None,
+            unsettled: None,
+            tables: std::collections::HashSet::new(),
+        }
+    }
+}
+
+/// Reads stored offsets for the engine (where an eos partition starts).
+struct Offsets {
+    db: Database,
+    group: String,
+    client: Mutex<Option<Client>>,
+}
+
+impl super::eos::OffsetStore for Offsets {
+    fn next_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, String> {
+        let mut slot = self.client.lock().unwrap();
+        if slot.as_ref().is_none_or(|c| c.is_closed()) {
+            *slot = Some(self.db.connect()?);
+        }
+        let client = slot.as_mut().unwrap();
+        let row = client
+            .query_opt(
+                "SELECT next_offset FROM kdeck_offsets WHERE group_id = $1 AND topic = $2 AND partition = $3",
+                &[&self.group, &topic, &partition],
+            )
+            .map_err(|e| {
+                *slot = None;
+                format!("cannot read the stored offsets from {}: {e}", self.db.shown)
+            })?;
+        Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)))
+    }
+
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+}
+
+/// This worker's hold on its partition.
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    generation: i64,
+    /// The stored next offset as this worker last knew it.
+    expected: Option<i64>,
+}
+
+pub struct PostgresSink {
+    topic: String,
+    partition: i32,
+    db: Database,
+    client: Option<Client>,
+    in_tx: bool,
+    /// The batch's writes not yet committed: done again in a new transaction
+    /// after one is lost (a connection cut, a server restart).
+    pending: Vec<Row>,
+    sql: Option<(String, Vec<String>)>,
+    group: String,
+    eos: Arc<ExactlyOnce>,
+    claim: Option<Claim>,
+    /// The next offset of a commit whose answer was lost: settled from the
+    /// offsets row before anything is written again.
+    unsettled: Option<i64>,
+    tables: std::collections::HashSet<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Row {
+    /// The default table of `topic`: topic, partition, offset, key, value,
+    /// headers, timestamp, headers_b64.
+    Default { topic: String, values: [Text; 8] },
+    /// The user's statement, its parameters in order.
+    User(Vec<Text>),
+}
+
+/// The connection or the server failing is the sink's trouble (the batch
+/// waits and is retried whole); an error in a statement is about the record.
+fn failure(e: &postgres::Error, user_statement: bool) -> Failure {
+    match e.as_db_error() {
+        Some(db) if !is_server_trouble(db.code()) => {
+            let stage = if user_statement { Stage::Handle } else { Stage::Sink };
+            Failure::retryable(stage, format!("{}: {}", if user_statement { "--sql failed" } else { "PostgreSQL" }, db.message()))
+        }
+        Some(db) => Failure::unavailable(Stage::Sink, format!("PostgreSQL: {}", db.message())),
+        None => Failure::unavailable(Stage::Sink, format!("PostgreSQL: {e}")),
+    }
+}
+
+/// SQLSTATE classes that are the server's state, not the statement's fault:
+/// connection (08), resources (53), operator intervention (57: shutdown),
+/// system (58), serialization and deadlocks (40), and lock waits (55P03).
+fn is_server_trouble(code: &SqlState) -> bool {
+    let c = code.code();
+    ["08", "53", "57", "58", "40"].iter().any(|class| c.starts_with(class)) || c == "55P03" || c == "25P02"
+}
+
+impl PostgresSink {
+    /// A live connection, with this worker's claim made and any lost commit settled.
+    fn ready(&mut self) -> Result<(), Failure> {
+        let (topic, partition) = (self.topic.clone(), self.partition);
+        if self.client.as_ref().is_some_and(|c| c.is_closed()) {
+            self.lost();
+        }
+        if self.client.is_none() {
+            let client = self.db.connect().map_err(|e| Failure::unavailable(Stage::Sink, e))?;
+            self.client = Some(client);
+        }
+        if self.claim.is_none() {
+            let claimed = self.client.as_mut().unwrap().query_one(
+                "INSERT INTO kdeck_offsets (group_id, topic, partition, generation) VALUES ($1, $2, $3, 1)
+                 ON CONFLICT (group_id, topic, partition) DO UPDATE SET generation = kdeck_offsets.generation + 1
+                 RETURNING generation, next_offset",
+                &[&self.group, &topic, &partition],
+            );
+            let row = claimed.map_err(|e| self.fail(&e, false))?;
+            self.claim = Some(Claim { generation: row.get(0), expected: row.get(1) });
+        }
+        if let Some(tried) = self.unsettled {
+            let row = self
+                .client
+                .as_mut()
+                .unwrap()
+                .query_one(
+                    "SELECT generation, next_offset FROM kdeck_offsets WHERE group_id = $1 AND topic = $2 AND partition = $3",
+                    &[&self.group, &topic, &partition],
+                )
+                .map_err(|e| self.fail(&e, false))?;
+            let (generation, stored): (i64, Option<i64>) = (row.get(0), row.get(1));
+            let claim = self.claim.as_mut().unwrap();
+            if generation == claim.generation && stored == Some(tried) && claim.expected != Some(tried) {
+                // The lost commit went through: its batch is in the database.
+                claim.expected = Some(tried);
+                self.pending.clear();
+                self.eos.closed(None);
+            }
+            self.unsettled = None;
+        }
+        Ok(())
+    }
+
+    /// The connection is gone: so is any open transaction (its writes stay pending).
+    fn lost(&mut self) {
+        self.client = None;
+        self.in_tx = false;
+        self.tables.clear();
+    }
+
+    /// A failure, and the connection dropped when it is the connection's.
+    fn fail(&mut self, e: &postgres::Error, user_statement: bool) -> Failure {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) || e.as_db_error().is_none() {
+            self.lost();
+        }
+        failure(e, user_statement)
+    }
+
+    fn begin(&mut self) -> Result<(), Failure> {
+        self.ready()?;
+        if self.in_tx {
+            return Ok(());
+        }
+        self.client.as_mut().unwrap().batch_execute("BEGIN").map_err(|e| self.fail(&e, false))?;
+        self.in_tx = true;
+        // A lost transaction's user statements are done again, in order.
+        let rows: Vec<Row> = self.pending.iter().filter(|r| matches!(r, Row::User(_))).cloned().collect();
+        for row in &rows {
+            if let Err(e) = self.execute_user(row) {
+                self.rollback();
+                return Err(self.fail(&e, false));
+            }
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        if let Some(c) = self.client.as_mut() {
+            if self.in_tx && c.batch_execute("ROLLBACK").is_err() {
+                self.lost();
+            }
+        }
+        self.in_tx = false;
+        self.tables.clear();
+    }
+
+    fn execute_user(&mut self, row: &Row) -> Result<(), postgres::Error> {
+        let (Row::User(values), Some((sql, _))) = (row, &self.sql) else { return Ok(()) };
+        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        self.client.as_mut().unwrap().execute(sql.as_str(), &params).map(|_| ())
+    }
+
+    fn table(&mut self, topic: &str) -> Result<String, postgres::Error> {
+        let name = format!("\"{}\"", topic.replace('"', "\"\""));
+        if !self.tables.contains(&name) {
+            self.client.as_mut().unwrap().batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {name} (
+                    topic TEXT NOT NULL, partition INTEGER NOT NULL, \"offset\" BIGINT NOT NULL,
+                    key TEXT, value TEXT, headers TEXT, timestamp BIGINT, headers_b64 TEXT,
+                    PRIMARY KEY (topic, partition, \"offset\"))"
+            ))?;
+            self.tables.insert(name.clone());
+        }
+        Ok(name)
+    }
+
+    /// The default-table rows of the batch, as multi-row INSERTs.
+    fn insert_default_rows(&mut self) -> Result<(), postgres::Error> {
+        let rows: Vec<(String, [Text; 8])> = self
+            .pending
+            .iter()
+            .filter_map(|r| match r {
+                Row::Default { topic, values } => Some((topic.clone(), values.clone())),
+                Row::User(_) => None,
+            })
+            .collect();
+        let mut by_topic: std::collections::BTreeMap<String, Vec<[Text; 8]>> = Default::default();
+        for (topic, values) in rows {
+            by_topic.entry(topic).or_default().push(values);
+        }
+        for (topic, rows) in by_topic {
+            let table = self.table(&topic)?;
+            for chunk in rows.chunks(ROWS_PER_INSERT) {
+                let placeholders: Vec<String> = (0..chunk.len())
+                    .map(|r| format!("({})", (1..=8).map(|c| format!("${}", r * 8 + c)).collect::<Vec<_>>().join(",")))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO {table} (topic, partition, \"offset\", key, value, headers, timestamp, headers_b64) VALUES {} ON CONFLICT DO NOTHING",
+                    placeholders.join(",")
+                );
+                let params: Vec<&(dyn ToSql + Sync)> = chunk.iter().flat_map(|r| r.iter().map(|v| v as &(dyn ToSql + Sync))).collect();
+                self.client.as_mut().unwrap().execute(sql.as_str(), &params)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The batch's offset: under eos a compare-and-set on generation and the
+    /// offset last seen; otherwise it only follows what the database holds
+    /// (never back), so a later eos start does not apply anything twice.
+    fn advance(&mut self, p: &Progress, eos: bool) -> Result<(), Failure> {
+        let claim = self.claim.expect("claimed in ready()");
+        if claim.expected.is_some_and(|e| p.next_offset <= e) {
+            return Ok(());
+        }
+        let client = self.client.as_mut().unwrap();
+        let changed = if eos {
+            client.execute(
+                "UPDATE kdeck_offsets SET next_offset = $4
+                 WHERE group_id = $1 AND topic = $2 AND partition = $3 AND generation = $5 AND next_offset IS NOT DISTINCT FROM $6",
+                &[&self.group, &p.topic, &p.partition, &p.next_offset, &claim.generation, &claim.expected],
+            )
+        } else {
+            client.execute(
+                "UPDATE kdeck_offsets SET next_offset = GREATEST(COALESCE(next_offset, $4), $4)
+                 WHERE group_id = $1 AND topic = $2 AND partition = $3",
+                &[&self.group, &p.topic, &p.partition, &p.next_offset],
+            )
+        };
+        let changed = changed.map_err(|e| self.fail(&e, false))?;
+        if eos && changed != 1 {
+            return Err(Failure::retryable(
+                Stage::Sink,
+                format!("fenced: another consumer of group {} claimed {}[{}]; this one no longer owns it", self.group, p.topic, p.partition),
+            ));
+        }
+        Ok(())
+    }
+
+    fn default_row(record: &OwnedMessage, value: &Value) -> Row {
+        let raw = crate::engine::headers::of(record);
+        let exact = (!crate::engine::headers::all_text(&raw)).then(|| crate::engine::headers::to_base64(&raw).to_string());
+        Row::Default {
+            topic: record.topic().to_string(),
+            values: [
+                Text(Some(record.topic().to_string())),
+                Text(Some(record.partition().to_string())),
+                Text(Some(record.offset().to_string())),
+                Text(lossy(record.key()).map(no_nul)),
+                Text(Some(value.to_string())),
+                Text(Some(Value::Object(crate::engine::headers::to_json(&raw)).to_string())),
+                Text(record.timestamp().to_millis().map(|t| t.to_string())),
+                Text(exact),
+            ],
+        }
+    }
+
+    fn user_row(&self, record: &OwnedMessage, value: &Value) -> Row {
+        let names = self.sql.as_ref().map(|(_, n)| n.as_slice()).unwrap_or_default();
+        Row::User(
+            names
+                .iter()
+                .map(|name| {
+                    Text(match name.as_str() {
+                        "topic" => Some(record.topic().to_string()),
+                        "partition" => Some(record.partition().to_string()),
+                        "offset" => Some(record.offset().to_string()),
+                        "key" => lossy(record.key()).map(no_nul),
+                        "value" => Some(value.to_string()),
+                        "timestamp" => record.timestamp().to_millis().map(|t| t.to_string()),
+                        field => json_text(value.get(field)),
+                    })
+                })
+                .collect(),
+        )
+    }
+}
+
+/// PostgreSQL text cannot hold NUL: it is kept as U+FFFD (the JSON columns
+/// escape it, so the value itself is exact).
+fn no_nul(s: String) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s
+    }
+}
+
+fn json_text(v: Option<&Value>) -> Option<String> {
+    match v {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(no_nul(s.clone())),
+        Some(other) => Some(other.to_string()),
+    }
+}
+
+impl Sink for PostgresSink {
+    fn write(&mut self, record: &OwnedMessage, value: &Value) -> Result<(), Failure> {
+        if self.eos.enabled() {
+            self.ready()?;
+            if self.claim.and_then(|c| c.expected).is_some_and(|e| record.offset() < e) {
+                // Below the stored offset its effect is in the database already.
+                return Ok(());
+            }
+        }
+        if self.sql.is_none() {
+            // Written at flush, in multi-row statements.
+            self.pending.push(Self::default_row(record, value));
+            return Ok(());
+        }
+        let row = self.user_row(record, value);
+        self.begin()?;
+        match self.execute_user(&row) {
+            Ok(()) => {
+                self.pending.push(row);
+                Ok(())
+            }
+            Err(e) => {
+                // PostgreSQL aborts the whole transaction on an error: the rows
+                // before this one are done again in the next.
+                let f = self.fail(&e, true);
+                self.rollback();
+                Err(f)
+            }
+        }
+    }
+
+    fn flush(&mut self, progress: Option<&Progress>) -> Result<(), Failure> {
+        let eos = self.eos.enabled();
+        if progress.is_none() && self.pending.is_empty() && !self.in_tx {
+            return Ok(());
+        }
+        let outcome = self.begin().and_then(|()| {
+            self.insert_default_rows().map_err(|e| self.fail(&e, false))?;
+            match progress {
+                Some(p) => self.advance(p, eos),
+                None => Ok(()),
+            }
+        });
+        if let Err(f) = outcome {
+            self.rollback();
+            if eos {
+                self.eos.closed(Some(&f.message));
+            }
+            return Err(f);
+        }
+        if let Err(e) = self.client.as_mut().unwrap().batch_execute("COMMIT") {
+            let f = self.fail(&e, false);
+            if self.client.is_none() && eos {
+                // The answer to COMMIT was lost with the connection: it may
+                // have been applied. Settled before anything is written again.
+                self.unsettled = progress.map(|p| p.next_offset);
+            }
+            self.rollback();
+            if eos {
+                self.eos.closed(Some(&f.message));
+            }
+            return Err(f);
+        }
+        self.in_tx = false;
+        self.pending.clear();
+        if let (Some(p), Some(claim)) = (progress, self.claim.as_mut()) {
+            claim.expected = claim.expected.max(Some(p.next_offset));
+        }
+        if eos {
+            self.eos.closed(None);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_parameters_become_positional_outside_strings_casts_and_comments() {
+        let (sql, names) = positional(
+            "INSERT INTO t(a, b, c) VALUES(:customer, :amount::numeric, ':not' || \":nope\") -- :comment\n ON CONFLICT (a) DO UPDATE SET b = t.b + :amount",
+        );
+        assert_eq!(sql, "INSERT INTO t(a, b, c) VALUES($1, $2::numeric, ':not' || \":nope\") -- :comment\n ON CONFLICT (a) DO UPDATE SET b = t.b + $2");
+        assert_eq!(names, vec!["customer", "amount"]);
+    }
+
+    #[test]
+    fn a_password_is_never_shown() {
+        assert_eq!(redact("postgres://kdeck:s3cret@db:5432/x"), "postgres://kdeck@db:5432/x");
+        let d = Database::new("postgres://kdeck:s3cret@db:5433/x", None).unwrap();
+        assert_eq!(d.shown, "postgres://kdeck@db:5433/x");
+        assert!(Database::new("postgres://kdeck:s3cret@db:notaport/x", None).err().unwrap().contains("postgres://kdeck@db:notaport/x"));
+    }
+}
