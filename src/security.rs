@@ -56,8 +56,9 @@ impl SecurityArgs {
         let earlier = property(before, "security.protocol").unwrap_or_default().to_ascii_uppercase();
         let ours_tls = self.tls_ca.is_some() || self.tls_cert.is_some();
         let ours_sasl = self.sasl_mechanism.is_some() || self.sasl_user.is_some() || self.sasl_password_file.is_some();
-        let tls = ours_tls || ((ours_tls || ours_sasl) && earlier.ends_with("SSL"));
-        let sasl = ours_sasl || ((ours_tls || ours_sasl) && earlier.starts_with("SASL"));
+        // What the file set stays on when ours add to it.
+        let tls = ours_tls || (ours_sasl && earlier.ends_with("SSL"));
+        let sasl = ours_sasl || (ours_tls && earlier.starts_with("SASL"));
         let protocol = match (tls, sasl) {
             (true, true) => Some("SASL_SSL"),
             (false, true) => Some("SASL_PLAINTEXT"),

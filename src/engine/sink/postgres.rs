@@ -142,11 +142,10 @@ fn explain(shown: &str, e: &postgres::Error) -> String {
             _ => format!("PostgreSQL at {shown}: {}", db.message()),
         };
     }
-    let text = e.to_string();
-    if text.contains("password missing") {
+    let cause = e.source().map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
+    if cause.contains("password missing") || e.to_string().contains("password missing") {
         return format!("PostgreSQL at {shown} asks for a password: give it in PGPASSWORD, ~/.pgpass or --sink-password-file");
     }
-    let cause = e.source().map(|s| s.to_string()).unwrap_or(text);
     format!("cannot reach PostgreSQL at {shown}: {cause}")
 }
 
