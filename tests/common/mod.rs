@@ -2,6 +2,7 @@
 //! reading back committed offsets, and waiting on conditions with deadlines.
 #![allow(dead_code)]
 
+pub mod pg;
 pub mod tmux;
 
 use std::collections::{BTreeMap, BTreeSet};

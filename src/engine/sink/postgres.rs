@@ -249,6 +249,7 @@ impl PostgresTarget {
             claim: None,
             unsettled: None,
             tables: std::collections::HashSet::new(),
+            prepared: None,
         }
     }
 }
@@ -309,6 +310,8 @@ pub struct PostgresSink {
     /// offsets row before anything is written again.
     unsettled: Option<i64>,
     tables: std::collections::HashSet<String>,
+    /// The user's statement, prepared on the current connection.
+    prepared: Option<postgres::Statement>,
 }
 
 #[derive(Debug, Clone)]
@@ -388,6 +391,7 @@ impl PostgresSink {
     /// The connection is gone: so is any open transaction (its writes stay pending).
     fn lost(&mut self) {
         self.client = None;
+        self.prepared = None;
         self.in_tx = false;
         self.tables.clear();
     }
@@ -407,6 +411,17 @@ impl PostgresSink {
         }
         self.client.as_mut().unwrap().batch_execute("BEGIN").map_err(|e| self.fail(&e, false))?;
         self.in_tx = true;
+        if self.sql.is_some() {
+            // The user's statements of one group apply one transaction at a time,
+            // on every host: upserts into shared rows (a customer's total) from
+            // several partitions otherwise deadlock, and PostgreSQL takes a second
+            // to notice each one. (The default table's rows never collide.)
+            let key = group_lock_key(&self.group);
+            if let Err(e) = self.client.as_mut().unwrap().execute("SELECT pg_advisory_xact_lock($1)", &[&key]) {
+                self.rollback();
+                return Err(self.fail(&e, false));
+            }
+        }
         // A lost transaction's user statements are done again, in order.
         let rows: Vec<Row> = self.pending.iter().filter(|r| matches!(r, Row::User(_))).cloned().collect();
         for row in &rows {
@@ -430,8 +445,18 @@ impl PostgresSink {
 
     fn execute_user(&mut self, row: &Row) -> Result<(), postgres::Error> {
         let (Row::User(values), Some((sql, _))) = (row, &self.sql) else { return Ok(()) };
+        let client = self.client.as_mut().unwrap();
+        // Prepared once per connection: a statement given as text is parsed at every call.
+        let statement = match &self.prepared {
+            Some(s) => s.clone(),
+            None => {
+                let s = client.prepare(sql)?;
+                self.prepared = Some(s.clone());
+                s
+            }
+        };
         let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        self.client.as_mut().unwrap().execute(sql.as_str(), &params).map(|_| ())
+        client.execute(&statement, &params).map(|_| ())
     }
 
     fn table(&mut self, topic: &str) -> Result<String, postgres::Error> {
@@ -550,6 +575,25 @@ impl PostgresSink {
     }
 }
 
+/// The advisory lock of a group's user statements: FNV-1a of its name, the
+/// same on every host and in every version.
+fn group_lock_key(group: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in b"kdeck:".iter().chain(group.as_bytes()) {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// Test failpoint `KDECK_FAILPOINT=pg-commit-answer-lost:N`: the N-th COMMIT
+/// of the process goes through and its answer is treated as lost.
+fn answer_lost_now() -> bool {
+    static COMMITS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    static AT: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var("KDECK_FAILPOINT").ok()?.strip_prefix("pg-commit-answer-lost:")?.parse().ok());
+    at.is_some_and(|at| COMMITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == at)
+}
+
 /// PostgreSQL text cannot hold NUL: it is kept as U+FFFD (the JSON columns
 /// escape it, so the value itself is exact).
 fn no_nul(s: String) -> String {
@@ -618,7 +662,18 @@ impl Sink for PostgresSink {
             }
             return Err(f);
         }
-        if let Err(e) = self.client.as_mut().unwrap().batch_execute("COMMIT") {
+        let committed = self.client.as_mut().unwrap().batch_execute("COMMIT");
+        if committed.is_ok() && answer_lost_now() {
+            // What a connection cut right after COMMIT looks like: applied, unanswered.
+            self.lost();
+            self.unsettled = progress.filter(|_| eos).map(|p| p.next_offset);
+            let f = Failure::unavailable(Stage::Sink, "PostgreSQL: failpoint: the answer to COMMIT was lost");
+            if eos {
+                self.eos.closed(Some(&f.message));
+            }
+            return Err(f);
+        }
+        if let Err(e) = committed {
             let f = self.fail(&e, false);
             if self.client.is_none() && eos {
                 // The answer to COMMIT was lost with the connection: it may

@@ -1,0 +1,134 @@
+//! PostgreSQL restarted under kdeck: a run in the middle of its work, and
+//! three instances killed at random moments. Its own test binary, so the
+//! restarts cut no other test's connections; its tests take turns.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::pg::*;
+use common::*;
+
+/// One restart at a time.
+static SERVER: Mutex<()> = Mutex::new(());
+
+#[test]
+fn a_postgres_restart_in_the_middle_of_a_run_loses_and_doubles_nothing() {
+    let _turn = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("pg-restart");
+    create_topic(&topic, 3);
+    let table = format!("totals_{}", unique("r").replace('-', "_"));
+    let sql = totals_table(&table);
+    let expected = produce_orders(&topic, 3000, 10, 3);
+    let group = unique("g-pg-restart");
+    let status = dir.path().join("status.jsonl");
+    let mut child = Killed(
+        run_pg(&group, &topic, dir.path(), &["--commit", "eos", "--sql", &sql, "--json", "--handler-delay", "2ms"])
+            .stdout(std::fs::File::create(&status).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("some records written", Duration::from_secs(60), || {
+        last_snapshot(&status).is_some_and(|s| s["processed"].as_u64().unwrap_or(0) > 300)
+    });
+    restart_postgres();
+    let exit = wait_exit(&mut child.0, Duration::from_secs(120));
+    assert!(exit.success(), "{}", std::fs::read_to_string(dir.path().join("stderr")).unwrap());
+    assert_eq!(totals(&table), expected, "every customer's total and count exact");
+    let last = last_snapshot(&status).unwrap();
+    let problem = last["eos"]["last_problem"].as_str().unwrap_or_default().to_string();
+    assert!(problem.contains("PostgreSQL"), "the run went through the restart (its last problem: `{problem}`)");
+    assert!(last["eos"]["aborts"].as_u64().unwrap() >= 1, "{}", last["eos"]);
+}
+
+
+const RECORDS: usize = 200_000;
+const PARTITIONS: usize = 6;
+
+/// Three instances, as if on three hosts, sharing one database.
+struct Fleet {
+    group: String,
+    topic: String,
+    sql: String,
+    commit: &'static str,
+    dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    fn spawn(&self, id: usize) -> Killed {
+        Killed(
+            kdeck()
+                .args(["run", "--headless", "-b", &brokers(), "-G", &self.group, "-t", &self.topic, "--format", "json"])
+                .args(["--commit", self.commit, "--sink", &pg_url(), "--sql", &self.sql])
+                // Static membership: a restarted instance takes its place at once.
+                .args(["-X", &format!("group.instance.id=host-{id}"), "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"])
+                .args(["-X", "partition.assignment.strategy=cooperative-sticky"])
+                .env("PGPASSWORD", pg_password())
+                .arg("--audit")
+                .arg(self.dir.path().join(format!("audit-{id}.sqlite")))
+                .arg("--log-file")
+                .arg(self.dir.path().join(format!("kdeck-{id}.log")))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// Records whose effect the database holds, by its stored offsets.
+    fn stored(&self) -> i64 {
+        stored_offsets(&self.group, &self.topic).values().sum()
+    }
+}
+
+/// ≥ 10 SIGKILLs of random instances at random amounts of progress, and one
+/// PostgreSQL restart, while three instances work through RECORDS; then on
+/// to the end. Returns what was expected and what the database holds.
+fn killed_repeatedly(commit: &'static str) -> (BTreeMap<String, (i64, i64)>, BTreeMap<String, (i64, i64)>) {
+    use rand::Rng;
+    let topic = unique("pg-fleet");
+    create_topic(&topic, PARTITIONS as i32);
+    let table = format!("totals_{}", unique("f").replace('-', "_"));
+    let fleet = Fleet { group: unique("g-fleet"), topic: topic.clone(), sql: totals_table(&table), commit, dir: tempfile::tempdir().unwrap() };
+    let expected = produce_orders(&topic, RECORDS, 50, PARTITIONS);
+    let mut hosts: Vec<Killed> = (0..3).map(|i| fleet.spawn(i)).collect();
+    let mut rng = rand::rng();
+    for round in 0..12 {
+        let target = fleet.stored() + rng.random_range(2_000..12_000);
+        wait_for(&format!("progress in round {round}"), Duration::from_secs(90), || fleet.stored() >= target.min(RECORDS as i64));
+        if round == 5 {
+            restart_postgres();
+        }
+        let victim = rng.random_range(0..3);
+        let _ = hosts[victim].0.kill(); // SIGKILL: no drain, no final commit
+        let _ = hosts[victim].0.wait();
+        hosts[victim] = fleet.spawn(victim);
+    }
+    wait_for("every record's effect in the database", Duration::from_secs(240), || fleet.stored() >= RECORDS as i64);
+    drop(hosts);
+    (expected, totals(&table))
+}
+
+#[test]
+fn three_hosts_killed_at_random_and_a_postgres_restart_keep_every_total_exact_under_eos() {
+    let _turn = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let (expected, got) = killed_repeatedly("eos");
+    let applied: i64 = got.values().map(|(_, n)| n).sum();
+    assert_eq!(applied, RECORDS as i64, "every record applied once");
+    assert_eq!(got, expected, "every customer's total and count exact");
+}
+
+#[test]
+fn the_same_at_least_once_loses_nothing_and_counts_its_duplicates() {
+    let _turn = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let (expected, got) = killed_repeatedly("batch:1000");
+    for (customer, (_, n)) in &expected {
+        assert!(got.get(customer).is_some_and(|(_, g)| g >= n), "{customer}: nothing lost ({:?} < {n})", got.get(customer));
+    }
+    let applied: i64 = got.values().map(|(_, n)| n).sum();
+    println!("at-least-once: {} duplicates in {RECORDS} records after the kills", applied - RECORDS as i64);
+}
