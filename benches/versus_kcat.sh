@@ -6,6 +6,8 @@
 #
 #   scripts/kafka start && benches/versus_kcat.sh            # N=1000000 by default
 #   ROWS="null json-sqlite" benches/versus_kcat.sh           # some rows only
+#   scripts/postgres start && PGPASSWORD=$(cat /tmp/kdeck-pg-5433/password) \
+#     ROWS="json-postgres eos-postgres" benches/versus_kcat.sh  # PostgreSQL rows (PG_URL to change)
 source "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-3}
 ROWS=${ROWS:-"null json-sqlite eos-sqlite kafka-alo kafka-eos exec exec-batch"}
@@ -16,6 +18,8 @@ for line in sys.stdin: sys.stdout.write(\"ok\\n\"); sys.stdout.flush()'"
 topic=$(make_topic)
 schema=assets/schemas/bench.schema.json
 upsert="INSERT INTO totals(customer, n) VALUES(:customer, 1) ON CONFLICT(customer) DO UPDATE SET n = n + 1"
+pg_upsert="INSERT INTO totals(customer, n) VALUES(:customer, 1) ON CONFLICT(customer) DO UPDATE SET n = totals.n + 1"
+PG_URL=${PG_URL:-postgres://kdeck@127.0.0.1:5433/kdeck}
 
 # run_once CMD...: "wall cpu rss_kib" of one run.
 run_once() {
@@ -44,6 +48,12 @@ command_for() {
       scripts/kafka topic "$out" 6 >/dev/null 2>&1
       local commit=batch:1000; [ "$row" = kafka-eos ] && commit=eos
       echo "${KDECK[*]} -G $group -t $topic --format json --commit $commit --sink kafka:$out" ;;
+    json-postgres)
+      PGOPTIONS="-c client_min_messages=warning" psql "$PG_URL" -qc "DROP TABLE IF EXISTS \"$topic\"" >/dev/null
+      echo "${KDECK[*]} -G $group -t $topic --format json --schema $schema --sink $PG_URL" ;;
+    eos-postgres)
+      PGOPTIONS="-c client_min_messages=warning" psql "$PG_URL" -qc "DROP TABLE IF EXISTS totals; CREATE TABLE totals (customer TEXT PRIMARY KEY, n BIGINT)" >/dev/null
+      echo "${KDECK[*]} -G $group -t $topic --format json --commit eos --sink $PG_URL --sql @PGUPSERT@" ;;
     exec) echo "${KDECK[*]} -G $group -t $topic --sink exec:@EXEC@" ;;
     exec-batch) echo "${KDECK[*]} -G $group -t $topic --sink exec:@EXEC@ --exec-batch 256" ;;
   esac
@@ -59,6 +69,7 @@ for row in $ROWS; do
     read -ra words <<<"$cmd"
     for i in "${!words[@]}"; do
       [ "${words[$i]}" = @UPSERT@ ] && words[$i]=$upsert
+      [ "${words[$i]}" = @PGUPSERT@ ] && words[$i]=$pg_upsert
       [ "${words[$i]}" = exec:@EXEC@ ] && words[$i]="exec:$child"
     done
     read -r w c rss < <(run_once "${words[@]}")
