@@ -136,3 +136,35 @@ fn a_commit_whose_answer_is_lost_is_settled_from_the_offsets_row_not_applied_twi
     assert!(last["eos"]["last_problem"].as_str().unwrap_or_default().contains("failpoint"), "{}", last["eos"]);
     assert_eq!(totals(&table), expected, "the batch whose answer was lost is in once");
 }
+
+#[test]
+fn tls_with_the_servers_own_ca_and_one_sentence_when_it_is_not_the_right_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("pg-tls");
+    create_topic(&topic, 1);
+    produce_with_kcat(&topic, 50, 100);
+    // kdeck_tls may only connect over TLS (scripts/postgres's pg_hba.conf).
+    let tls_url = |query: &str| pg_url().replacen("://kdeck@", "://kdeck_tls@", 1) + query;
+    let run = |sink: String| {
+        run_to_end(&unique("g-pg-tls"), &topic, dir.path())
+            .args(["--format", "json", "--sink", &sink])
+            .env("PGPASSWORD", pg_password())
+            .output()
+            .unwrap()
+    };
+    let ok = run(tls_url(&format!("?sslmode=verify-full&sslrootcert={}", pg_file("ca.pem"))));
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let rows: i64 = pg().query_one(&format!("SELECT count(*) FROM \"{topic}\""), &[]).unwrap().get(0);
+    assert_eq!(rows, 50);
+    for (what, query, expected) in [
+        ("another CA", format!("?sslmode=verify-full&sslrootcert={}", pg_file("other-ca.pem")), "not signed by the CA in sslrootcert"),
+        ("no TLS where it is required", "?sslmode=disable".to_string(), "no encryption"),
+    ] {
+        let out = run(tls_url(&query));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let said: Vec<&str> = err.lines().filter(|l| !l.starts_with("kdeck: logging to")).collect();
+        assert!(!out.status.success(), "{what}");
+        assert_eq!(said.len(), 1, "{what}: {err}");
+        assert!(said[0].contains(expected), "{what}: expected `{expected}` in {err}");
+    }
+}

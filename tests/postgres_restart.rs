@@ -11,6 +11,18 @@ use std::time::Duration;
 use common::pg::*;
 use common::*;
 
+/// The test database made writable again, even when a test fails.
+struct ReadOnly;
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let mut c = pg();
+        // A new session is read-only by default now: this one is not.
+        c.batch_execute("SET default_transaction_read_only = off").unwrap();
+        c.batch_execute("ALTER DATABASE kdeck RESET default_transaction_read_only").unwrap();
+    }
+}
+
 /// One restart at a time.
 static SERVER: Mutex<()> = Mutex::new(());
 
@@ -131,4 +143,53 @@ fn the_same_at_least_once_loses_nothing_and_counts_its_duplicates() {
     }
     let applied: i64 = got.values().map(|(_, n)| n).sum();
     println!("at-least-once: {} duplicates in {RECORDS} records after the kills", applied - RECORDS as i64);
+}
+
+#[test]
+fn a_read_only_database_after_a_failover_holds_the_batch_and_dead_letters_nothing() {
+    let _turn = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (topic, dlq) = topic_with_dlq("pg-readonly");
+    let table = format!("totals_{}", unique("ro").replace('-', "_"));
+    let sql = totals_table(&table);
+    let group = unique("g-pg-ro");
+    let mut expected = produce_orders(&topic, 500, 10, 1);
+    let status = dir.path().join("status.jsonl");
+    let mut child = Killed(
+        kdeck()
+            .args(["run", "--headless", "--json", "-b", &brokers(), "-G", &group, "-t", &topic, "--format", "json", "--commit", "eos"])
+            .args(["--sink", &pg_url(), "--sql", &sql, "--dlq", &dlq, "--retry-max", "2", "--retry-backoff", "50ms..200ms"])
+            .arg("--log-file")
+            .arg(dir.path().join("kdeck.log"))
+            .arg("--audit")
+            .arg(dir.path().join("audit.sqlite"))
+            .env("PGPASSWORD", pg_password())
+            .stdout(std::fs::File::create(&status).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let stored = || stored_offsets(&group, &topic).get(&0).copied().unwrap_or(0);
+    wait_for("the first records in the database", Duration::from_secs(60), || stored() == 500);
+    // What a failover leaves behind: the URL reaches a server that only reads.
+    // kdeck is idle, so the next record meets it on its own (nothing pending).
+    let kick = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'kdeck'";
+    let read_only = ReadOnly;
+    pg().batch_execute("ALTER DATABASE kdeck SET default_transaction_read_only = on").unwrap();
+    pg().batch_execute(kick).unwrap();
+    for (c, (t, n)) in produce_orders(&topic, 300, 10, 1) {
+        let e = expected.entry(c).or_default();
+        e.0 += t;
+        e.1 += n;
+    }
+    wait_for("the partition held with the reason", Duration::from_secs(60), || {
+        last_snapshot(&status).is_some_and(|s| s.to_string().contains("read-only"))
+    });
+    drop(read_only);
+    pg().batch_execute(kick).unwrap();
+    wait_for("every record in the database", Duration::from_secs(60), || stored() == 800);
+    sigterm(&child.0);
+    wait_exit(&mut child.0, Duration::from_secs(30));
+    assert!(read_topic(&dlq).is_empty(), "a read-only database is not a bad record");
+    assert_eq!(totals(&table), expected);
 }

@@ -87,3 +87,9 @@ pub fn stored_offsets(group: &str, topic: &str) -> BTreeMap<i32, i64> {
         .collect()
 }
 
+
+/// A file in the directory `scripts/postgres` keeps its CA and password in.
+pub fn pg_file(name: &str) -> String {
+    let password = std::path::PathBuf::from(std::env::var("KDECK_TEST_PG_PASSWORD_FILE").unwrap());
+    password.parent().unwrap().join(name).display().to_string()
+}

@@ -46,7 +46,7 @@ pub trait Sink: Send {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum SinkSpec {
     /// Nothing: records are decoded, validated and counted.
     Null,
@@ -63,8 +63,15 @@ pub enum SinkSpec {
     Postgres(String),
 }
 
+/// Shown as on the dashboard: a PostgreSQL URL without its password.
+impl std::fmt::Debug for SinkSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SinkSpec({self})")
+    }
+}
+
 /// What sinks need besides their spec.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SinkOptions {
     /// The SQLite or PostgreSQL sink's statement per record (`--sql`).
     pub sql: Option<String>,
@@ -82,6 +89,18 @@ pub struct SinkOptions {
     pub exec_timeout: std::time::Duration,
     /// The exec sink's records in the pipe at once.
     pub exec_batch: usize,
+}
+
+/// Without the secrets (the client properties may hold a SASL password).
+impl std::fmt::Debug for SinkOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkOptions")
+            .field("sql", &self.sql)
+            .field("group", &self.group)
+            .field("brokers", &self.brokers)
+            .field("transactional_id", &self.transactional_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `--exec-batch`'s default: one record at a time, so they finish in order.

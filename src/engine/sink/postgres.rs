@@ -23,7 +23,8 @@ use std::sync::{Arc, Mutex};
 use bytes::BytesMut;
 use postgres::error::SqlState;
 use postgres::types::{Format, IsNull, ToSql, Type};
-use postgres::{Client, Config, NoTls};
+use postgres::{Client, Config};
+use postgres_openssl::MakeTlsConnector;
 use rdkafka::message::{Message, OwnedMessage};
 use serde_json::Value;
 
@@ -38,6 +39,9 @@ const OFFSETS_TABLE: &str = "CREATE TABLE IF NOT EXISTS kdeck_offsets (
 
 /// Parameters every record binds, whatever its format.
 const RECORD_PARAMETERS: [&str; 6] = ["topic", "partition", "offset", "key", "value", "timestamp"];
+
+/// The longest a statement, or a wait for a lock, may take (ms).
+const STATEMENT_TIMEOUT_MS: u64 = 60_000;
 
 /// Default-table rows per INSERT statement (8 parameters each; PostgreSQL takes 65,535).
 const ROWS_PER_INSERT: usize = 500;
@@ -70,15 +74,84 @@ impl ToSql for Text {
 #[derive(Clone)]
 pub struct Database {
     config: Config,
+    tls: Tls,
     /// `postgres://user@host:port/db`, never with a password.
     pub shown: String,
+}
+
+/// libpq's `sslmode` and `sslrootcert`, which the client library only knows
+/// in part (disable, prefer, require).
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Tls {
+    /// disable, prefer (the default), require, verify-ca or verify-full.
+    mode: String,
+    root: Option<std::path::PathBuf>,
+}
+
+impl Tls {
+    /// As libpq: verify-ca and verify-full check the server's certificate
+    /// against the root; require and prefer do too when a root is given.
+    fn verifies(&self) -> bool {
+        self.mode.starts_with("verify") || self.root.is_some()
+    }
+
+    fn connector(&self) -> Result<MakeTlsConnector, String> {
+        use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+        let fail = |e: openssl::error::ErrorStack| format!("cannot set up TLS for PostgreSQL: {e}");
+        let mut builder = SslConnector::builder(SslMethod::tls()).map_err(fail)?;
+        if let Some(root) = &self.root {
+            builder.set_ca_file(root).map_err(|e| format!("sslrootcert {} cannot be read as PEM certificates: {e}", root.display()))?;
+        }
+        if !self.verifies() {
+            builder.set_verify(SslVerifyMode::NONE);
+        }
+        let mut connector = MakeTlsConnector::new(builder.build());
+        let hostname = self.mode == "verify-full";
+        connector.set_callback(move |config, _| {
+            config.set_verify_hostname(hostname);
+            Ok(())
+        });
+        Ok(connector)
+    }
+
+    /// Takes `sslmode` and `sslrootcert` out of the URL's query.
+    fn split(url: &str) -> Result<(String, Tls), String> {
+        let Some((base, query)) = url.split_once('?') else { return Ok((url.to_string(), Tls::default())) };
+        let mut tls = Tls::default();
+        let mut rest = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("sslmode", m)) => {
+                    if !["disable", "prefer", "require", "verify-ca", "verify-full"].contains(&m) {
+                        return Err(format!("sslmode `{m}` is not one of disable, prefer, require, verify-ca, verify-full"));
+                    }
+                    tls.mode = m.to_string();
+                }
+                Some(("sslrootcert", path)) => tls.root = Some(path.into()),
+                _ => rest.push(pair),
+            }
+        }
+        let url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
+        Ok((url, tls))
+    }
 }
 
 impl Database {
     /// `url` as libpq takes it; the password from the URL, `password`
     /// (--sink-password-file), `PGPASSWORD` or `~/.pgpass`, in that order.
     pub fn new(url: &str, password: Option<&str>) -> Result<Database, String> {
-        let mut config: Config = url.parse().map_err(|e| format!("--sink `{}` is not a PostgreSQL URL: {e}", redact(url)))?;
+        let (plain, tls) = Tls::split(url)?;
+        let mut config: Config = plain.parse().map_err(|e| format!("--sink `{}` is not a PostgreSQL URL: {e}", redact(url)))?;
+        config.ssl_mode(match tls.mode.as_str() {
+            "disable" => postgres::config::SslMode::Disable,
+            "" | "prefer" => postgres::config::SslMode::Prefer,
+            _ => postgres::config::SslMode::Require,
+        });
+        if let Some(root) = &tls.root {
+            if !root.is_file() {
+                return Err(format!("sslrootcert {} does not exist or is not a file", root.display()));
+            }
+        }
         if config.get_hosts().is_empty() {
             config.host("localhost");
         }
@@ -99,23 +172,46 @@ impl Database {
         }
         config.connect_timeout(std::time::Duration::from_secs(10));
         config.application_name("kdeck");
-        Ok(Database { config, shown: format!("postgres://{user}@{host}:{port}/{dbname}") })
+        // A silent network cut or a server that stops answering must end in an
+        // error the batch is retried on, not a worker blocked for ever: TCP
+        // keepalives, and bounds on a statement, on waiting for a lock (the
+        // group's advisory lock among them) and on an idle transaction.
+        config.keepalives_idle(std::time::Duration::from_secs(30));
+        let bounds = format!(
+            "-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout=300000"
+        );
+        let options = match config.get_options() {
+            Some(o) if !o.is_empty() => format!("{bounds} {o}"),
+            _ => bounds,
+        };
+        config.options(&options);
+        Ok(Database { config, tls, shown: format!("postgres://{user}@{host}:{port}/{dbname}") })
     }
 
     pub fn connect(&self) -> Result<Client, String> {
-        self.config.connect(NoTls).map_err(|e| explain(&self.shown, &e))
+        self.config.connect(self.tls.connector()?).map_err(|e| explain(&self.shown, &e))
     }
 }
 
-/// The URL without its password.
+/// The URL without its password (in the user part or as `password=` in the query).
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let base = match (base.find("://"), base.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
-            let cred = &url[s + 3..at];
-            let user = cred.split(':').next().unwrap_or_default();
-            format!("{}{user}@{}", &url[..s + 3], &url[at + 1..])
+            let user = base[s + 3..at].split(':').next().unwrap_or_default();
+            format!("{}{user}@{}", &base[..s + 3], &base[at + 1..])
         }
-        _ => url.to_string(),
+        _ => base.to_string(),
+    };
+    match query {
+        None => base,
+        Some(q) => {
+            let kept: Vec<&str> = q.split('&').filter(|p| !p.starts_with("password=")).collect();
+            if kept.is_empty() { base } else { format!("{base}?{}", kept.join("&")) }
+        }
     }
 }
 
@@ -143,6 +239,12 @@ fn explain(shown: &str, e: &postgres::Error) -> String {
         };
     }
     let cause = e.source().map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
+    if cause.contains("certificate verify failed") {
+        return format!("PostgreSQL at {shown}: the server's certificate is not signed by the CA in sslrootcert, or not for this host ({cause})");
+    }
+    if cause.contains("server does not support TLS") || e.to_string().contains("server does not support TLS") {
+        return format!("PostgreSQL at {shown} does not offer TLS (sslmode asks for it)");
+    }
     if cause.contains("password missing") || e.to_string().contains("password missing") {
         return format!("PostgreSQL at {shown} asks for a password: give it in PGPASSWORD, ~/.pgpass or --sink-password-file");
     }
@@ -225,7 +327,7 @@ impl PostgresTarget {
                 Some((statement, names))
             }
         };
-        let eos = Arc::new(ExactlyOnce::postgres(Box::new(Offsets { db: db.clone(), group: group.to_string(), client: Mutex::new(Some(client)) })));
+        let eos = Arc::new(ExactlyOnce::postgres(Box::new(Offsets { db: db.clone(), group: group.to_string(), client: Mutex::new(Some(client)), down_until: Mutex::new(None) })));
         Ok(PostgresTarget { db, sql, group: group.to_string(), eos })
     }
 
@@ -259,13 +361,27 @@ struct Offsets {
     db: Database,
     group: String,
     client: Mutex<Option<Client>>,
+    /// After a failed connect, the next ones fail at once for a while: this
+    /// runs in the rebalance callback, one partition after another, and the
+    /// group's Kafka offsets (never ahead of the database) serve meanwhile.
+    down_until: Mutex<Option<std::time::Instant>>,
 }
 
 impl super::eos::OffsetStore for Offsets {
     fn next_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, String> {
         let mut slot = self.client.lock().unwrap();
         if slot.as_ref().is_none_or(|c| c.is_closed()) {
-            *slot = Some(self.db.connect()?);
+            let mut down = self.down_until.lock().unwrap();
+            if down.is_some_and(|t| std::time::Instant::now() < t) {
+                return Err(format!("PostgreSQL at {} was not reachable a moment ago", self.db.shown));
+            }
+            match self.db.connect() {
+                Ok(c) => *slot = Some(c),
+                Err(e) => {
+                    *down = Some(std::time::Instant::now() + std::time::Duration::from_secs(30));
+                    return Err(e);
+                }
+            }
         }
         let client = slot.as_mut().unwrap();
         let row = client
@@ -306,9 +422,10 @@ pub struct PostgresSink {
     group: String,
     eos: Arc<ExactlyOnce>,
     claim: Option<Claim>,
-    /// The next offset of a commit whose answer was lost: settled from the
-    /// offsets row before anything is written again.
-    unsettled: Option<i64>,
+    /// A commit whose answer was lost or was an error: the next offset it
+    /// tried and how many pending writes it held. Settled from the offsets row
+    /// before anything is written again.
+    unsettled: Option<(i64, usize)>,
     tables: std::collections::HashSet<String>,
     /// The user's statement, prepared on the current connection.
     prepared: Option<postgres::Statement>,
@@ -323,25 +440,24 @@ enum Row {
     User(Vec<Text>),
 }
 
-/// The connection or the server failing is the sink's trouble (the batch
-/// waits and is retried whole); an error in a statement is about the record.
+/// Only a user statement's data errors are the record's fault: bad values
+/// (class 22), constraints (23) and the statement's own RAISE (P0001).
+/// Everything else — the connection, a read-only server after a failover, a
+/// missing table or privilege, timeouts — is the database's state: the batch
+/// waits and is retried whole, and no record goes to the dead letters for it.
 fn failure(e: &postgres::Error, user_statement: bool) -> Failure {
     match e.as_db_error() {
-        Some(db) if !is_server_trouble(db.code()) => {
-            let stage = if user_statement { Stage::Handle } else { Stage::Sink };
-            Failure::retryable(stage, format!("{}: {}", if user_statement { "--sql failed" } else { "PostgreSQL" }, db.message()))
+        Some(db) if user_statement && is_records_fault(db.code()) => {
+            Failure::retryable(Stage::Handle, format!("--sql failed: {}", db.message()))
         }
-        Some(db) => Failure::unavailable(Stage::Sink, format!("PostgreSQL: {}", db.message())),
+        Some(db) => Failure::unavailable(Stage::Sink, format!("PostgreSQL: {} ({})", db.message(), db.code().code())),
         None => Failure::unavailable(Stage::Sink, format!("PostgreSQL: {e}")),
     }
 }
 
-/// SQLSTATE classes that are the server's state, not the statement's fault:
-/// connection (08), resources (53), operator intervention (57: shutdown),
-/// system (58), serialization and deadlocks (40), and lock waits (55P03).
-fn is_server_trouble(code: &SqlState) -> bool {
+fn is_records_fault(code: &SqlState) -> bool {
     let c = code.code();
-    ["08", "53", "57", "58", "40"].iter().any(|class| c.starts_with(class)) || c == "55P03" || c == "25P02"
+    c.starts_with("22") || c.starts_with("23") || c == "P0001"
 }
 
 impl PostgresSink {
@@ -365,7 +481,7 @@ impl PostgresSink {
             let row = claimed.map_err(|e| self.fail(&e, false))?;
             self.claim = Some(Claim { generation: row.get(0), expected: row.get(1) });
         }
-        if let Some(tried) = self.unsettled {
+        if let Some((tried, held)) = self.unsettled {
             let row = self
                 .client
                 .as_mut()
@@ -378,9 +494,10 @@ impl PostgresSink {
             let (generation, stored): (i64, Option<i64>) = (row.get(0), row.get(1));
             let claim = self.claim.as_mut().unwrap();
             if generation == claim.generation && stored == Some(tried) && claim.expected != Some(tried) {
-                // The lost commit went through: its batch is in the database.
+                // The lost commit went through: its batch is in the database
+                // (writes added since, for a later batch, stay).
                 claim.expected = Some(tried);
-                self.pending.clear();
+                self.pending.drain(..held.min(self.pending.len()));
                 self.eos.closed(None);
             }
             self.unsettled = None;
@@ -398,10 +515,15 @@ impl PostgresSink {
 
     /// A failure, and the connection dropped when it is the connection's.
     fn fail(&mut self, e: &postgres::Error, user_statement: bool) -> Failure {
-        if self.client.as_ref().is_none_or(|c| c.is_closed()) || e.as_db_error().is_none() {
+        let f = failure(e, user_statement);
+        // The database's own trouble: start again on a new connection (after a
+        // failover the same URL may reach the new primary; a session's settings,
+        // such as read-only, are fixed at connect).
+        if f.unavailable || self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.rollback();
             self.lost();
         }
-        failure(e, user_statement)
+        f
     }
 
     fn begin(&mut self) -> Result<(), Failure> {
@@ -507,10 +629,12 @@ impl PostgresSink {
     /// The batch's offset: under eos a compare-and-set on generation and the
     /// offset last seen; otherwise it only follows what the database holds
     /// (never back), so a later eos start does not apply anything twice.
-    fn advance(&mut self, p: &Progress, eos: bool) -> Result<(), Failure> {
+    /// Ok(true): the batch turned out to be in the database already (a commit
+    /// whose answer went unnoticed); this transaction must not commit it again.
+    fn advance(&mut self, p: &Progress, eos: bool) -> Result<bool, Failure> {
         let claim = self.claim.expect("claimed in ready()");
         if claim.expected.is_some_and(|e| p.next_offset <= e) {
-            return Ok(());
+            return Ok(false);
         }
         let client = self.client.as_mut().unwrap();
         let changed = if eos {
@@ -527,13 +651,37 @@ impl PostgresSink {
             )
         };
         let changed = changed.map_err(|e| self.fail(&e, false))?;
+        if eos && changed != 1 && self.already_in(p)? {
+            return Ok(true);
+        }
         if eos && changed != 1 {
             return Err(Failure::retryable(
                 Stage::Sink,
                 format!("fenced: another consumer of group {} claimed {}[{}]; this one no longer owns it", self.group, p.topic, p.partition),
             ));
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// Whether this worker's own earlier commit already moved the offset to
+    /// `p.next_offset` or past it (the same generation: nobody else wrote).
+    fn already_in(&mut self, p: &Progress) -> Result<bool, Failure> {
+        let row = self
+            .client
+            .as_mut()
+            .unwrap()
+            .query_one(
+                "SELECT generation, next_offset FROM kdeck_offsets WHERE group_id = $1 AND topic = $2 AND partition = $3",
+                &[&self.group, &p.topic, &p.partition],
+            )
+            .map_err(|e| self.fail(&e, false))?;
+        let (generation, stored): (i64, Option<i64>) = (row.get(0), row.get(1));
+        let claim = self.claim.as_mut().unwrap();
+        if generation == claim.generation && stored.is_some_and(|s| s >= p.next_offset) {
+            claim.expected = stored;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     fn default_row(record: &OwnedMessage, value: &Value) -> Row {
@@ -652,21 +800,34 @@ impl Sink for PostgresSink {
             self.insert_default_rows().map_err(|e| self.fail(&e, false))?;
             match progress {
                 Some(p) => self.advance(p, eos),
-                None => Ok(()),
+                None => Ok(false),
             }
         });
-        if let Err(f) = outcome {
-            self.rollback();
-            if eos {
-                self.eos.closed(Some(&f.message));
+        match outcome {
+            Err(f) => {
+                self.rollback();
+                if eos {
+                    self.eos.closed(Some(&f.message));
+                }
+                return Err(f);
             }
-            return Err(f);
+            Ok(true) => {
+                // In the database already: this transaction's second copy goes.
+                self.rollback();
+                self.pending.clear();
+                if eos {
+                    self.eos.closed(None);
+                }
+                return Ok(());
+            }
+            Ok(false) => {}
         }
         let committed = self.client.as_mut().unwrap().batch_execute("COMMIT");
         if committed.is_ok() && answer_lost_now() {
-            // What a connection cut right after COMMIT looks like: applied, unanswered.
-            self.lost();
-            self.unsettled = progress.filter(|_| eos).map(|p| p.next_offset);
+            // A commit applied whose answer is an error, the connection still open
+            // (as a FATAL after a cancelled wait for a synchronous standby).
+            self.in_tx = false;
+            self.unsettled = progress.map(|p| (p.next_offset, self.pending.len()));
             let f = Failure::unavailable(Stage::Sink, "PostgreSQL: failpoint: the answer to COMMIT was lost");
             if eos {
                 self.eos.closed(Some(&f.message));
@@ -674,12 +835,10 @@ impl Sink for PostgresSink {
             return Err(f);
         }
         if let Err(e) = committed {
+            // Whatever the error, the commit may have been applied: settled from
+            // the offsets row before anything is written again.
+            self.unsettled = progress.map(|p| (p.next_offset, self.pending.len()));
             let f = self.fail(&e, false);
-            if self.client.is_none() && eos {
-                // The answer to COMMIT was lost with the connection: it may
-                // have been applied. Settled before anything is written again.
-                self.unsettled = progress.map(|p| p.next_offset);
-            }
             self.rollback();
             if eos {
                 self.eos.closed(Some(&f.message));
@@ -712,8 +871,22 @@ mod tests {
     }
 
     #[test]
+    fn sslmode_and_sslrootcert_are_taken_from_the_query() {
+        let (url, tls) = Tls::split("postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem&application_name=x").unwrap();
+        assert_eq!(url, "postgres://u@h/db?application_name=x");
+        assert_eq!(tls, Tls { mode: "verify-full".into(), root: Some("/ca.pem".into()) });
+        assert!(Tls::split("postgres://u@h/db?sslmode=allow-ish").unwrap_err().contains("sslmode `allow-ish`"));
+        assert!(!Tls::split("postgres://u@h/db?sslmode=require").unwrap().1.verifies(), "require without a root: as libpq, no check");
+    }
+
+    #[test]
     fn a_password_is_never_shown() {
         assert_eq!(redact("postgres://kdeck:s3cret@db:5432/x"), "postgres://kdeck@db:5432/x");
+        assert_eq!(redact("postgres://kdeck@db/x?password=s3cret&sslmode=require"), "postgres://kdeck@db/x?sslmode=require");
+        let spec: super::super::SinkSpec = "postgres://kdeck:s3cret@db/x?password=s3cret".parse().unwrap();
+        assert!(!format!("{spec} {spec:?}").contains("s3cret"), "{spec:?}");
+        let options = super::super::SinkOptions { sink_password: Some("s3cret".into()), ..Default::default() };
+        assert!(!format!("{options:?}").contains("s3cret"));
         let d = Database::new("postgres://kdeck:s3cret@db:5433/x", None).unwrap();
         assert_eq!(d.shown, "postgres://kdeck@db:5433/x");
         assert!(Database::new("postgres://kdeck:s3cret@db:notaport/x", None).err().unwrap().contains("postgres://kdeck@db:notaport/x"));
