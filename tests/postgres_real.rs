@@ -168,3 +168,29 @@ fn tls_with_the_servers_own_ca_and_one_sentence_when_it_is_not_the_right_one() {
         assert!(said[0].contains(expected), "{what}: expected `{expected}` in {err}");
     }
 }
+
+#[test]
+fn the_password_comes_from_a_file_or_pgpass_never_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("pg-pw");
+    create_topic(&topic, 1);
+    produce_with_kcat(&topic, 20, 100);
+    let file = dir.path().join("pg-password");
+    std::fs::write(&file, format!("{}\n", pg_password())).unwrap();
+    let pgpass = dir.path().join("pgpass");
+    std::fs::write(&pgpass, format!("# host:port:db:user:password\n127.0.0.1:*:kdeck:kdeck:{}\n", pg_password())).unwrap();
+    let run = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = run_to_end(&unique("g-pg-pw"), &topic, dir.path());
+        cmd.args(["--format", "json", "--sink", &pg_url()]).args(extra).env_remove("PGPASSWORD").env("PGPASSFILE", "/nonexistent");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let by_file = run(&["--sink-password-file", file.to_str().unwrap()], &[]);
+    assert!(by_file.status.success(), "{}", String::from_utf8_lossy(&by_file.stderr));
+    let by_pgpass = run(&[], &[("PGPASSFILE", pgpass.to_str().unwrap())]);
+    assert!(by_pgpass.status.success(), "{}", String::from_utf8_lossy(&by_pgpass.stderr));
+    let rows: i64 = pg().query_one(&format!("SELECT count(*) FROM \"{topic}\""), &[]).unwrap().get(0);
+    assert_eq!(rows, 20);
+}

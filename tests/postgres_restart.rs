@@ -95,6 +95,33 @@ impl Fleet {
     fn stored(&self) -> i64 {
         stored_offsets(&self.group, &self.topic).values().sum()
     }
+
+    /// Waits for `target` stored; if it does not come, says what the database
+    /// sessions and the hosts' logs show, so a stall explains itself.
+    fn wait_stored(&self, what: &str, target: i64, deadline: Duration) {
+        let until = std::time::Instant::now() + deadline;
+        while self.stored() < target {
+            if std::time::Instant::now() > until {
+                let sessions: Vec<String> = pg()
+                    .query(
+                        "SELECT state || ' ' || coalesce(wait_event, '') || ' ' || left(query, 80) FROM pg_stat_activity WHERE application_name = 'kdeck'",
+                        &[],
+                    )
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let mut logs = String::new();
+                for id in 0..3 {
+                    let log = std::fs::read_to_string(self.dir.path().join(format!("kdeck-{id}.log"))).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().filter(|l| !l.contains(" INFO ")).collect();
+                    logs += &format!("host-{id}:\n{}\n", tail[tail.len().saturating_sub(15)..].join("\n"));
+                }
+                panic!("{what}: stored {} of {target} after {deadline:?}\nsessions: {sessions:#?}\n{logs}", self.stored());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 /// ≥ 10 SIGKILLs of random instances at random amounts of progress, and one
@@ -111,7 +138,7 @@ fn killed_repeatedly(commit: &'static str) -> (BTreeMap<String, (i64, i64)>, BTr
     let mut rng = rand::rng();
     for round in 0..12 {
         let target = fleet.stored() + rng.random_range(2_000..12_000);
-        wait_for(&format!("progress in round {round}"), Duration::from_secs(90), || fleet.stored() >= target.min(RECORDS as i64));
+        fleet.wait_stored(&format!("progress in round {round}"), target.min(RECORDS as i64), Duration::from_secs(90));
         if round == 5 {
             restart_postgres();
         }
@@ -120,7 +147,7 @@ fn killed_repeatedly(commit: &'static str) -> (BTreeMap<String, (i64, i64)>, BTr
         let _ = hosts[victim].0.wait();
         hosts[victim] = fleet.spawn(victim);
     }
-    wait_for("every record's effect in the database", Duration::from_secs(240), || fleet.stored() >= RECORDS as i64);
+    fleet.wait_stored("every record's effect in the database", RECORDS as i64, Duration::from_secs(240));
     drop(hosts);
     (expected, totals(&table))
 }

@@ -191,8 +191,14 @@ fn the_password_is_never_shown_in_output_logs_snapshots_or_the_audit_store() {
 
 /// `kdeck run` as alice over SASL_SSL (the password from the environment).
 fn run_as_alice(group: &str, topic: &str, dir: &std::path::Path, extra: &[&str]) -> Output {
+    run_as_alice_on(group, &["-t", topic], dir, extra)
+}
+
+/// The same with any subscription (`-t …` or `--pattern …`).
+fn run_as_alice_on(group: &str, subscription: &[&str], dir: &std::path::Path, extra: &[&str]) -> Output {
     kdeck()
-        .args(["run", "--headless", "--stop-at-end", "-b", &sasl_ssl(), "-G", group, "-t", topic, "--connect-timeout", "5s"])
+        .args(["run", "--headless", "--stop-at-end", "-b", &sasl_ssl(), "-G", group, "--connect-timeout", "5s"])
+        .args(subscription)
         .args(["--sasl-user", "alice", "--tls-ca", &ca("ca.pem")])
         .args(extra)
         .env("KDECK_SASL_PASSWORD", alice_password())
@@ -349,16 +355,7 @@ fn a_topic_alice_may_see_but_not_read_is_named_among_others_at_start() {
     produce_raw(&unreadable, &[(0, None, Some(&b"{}"[..]), vec![])]);
     let group = unique("sec-seen");
     let started = Instant::now();
-    let out = kdeck()
-        .args(["run", "--headless", "--stop-at-end", "-b", &sasl_ssl(), "-G", &group, "-t", &readable, "-t", &unreadable, "--connect-timeout", "5s"])
-        .args(["--sasl-user", "alice", "--tls-ca", &ca("ca.pem")])
-        .env("KDECK_SASL_PASSWORD", alice_password())
-        .arg("--log-file")
-        .arg(dir.path().join("kdeck.log"))
-        .arg("--audit")
-        .arg(dir.path().join("audit.sqlite"))
-        .output()
-        .unwrap();
+    let out = run_as_alice(&group, &readable, dir.path(), &["-t", &unreadable]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains(&format!("user alice may not read topic `{unreadable}`")) && err.contains("grant READ"), "{err}");
@@ -369,16 +366,7 @@ fn a_topic_alice_may_see_but_not_read_is_named_among_others_at_start() {
     // By a pattern, found only when a fetch is refused (librdkafka's error names
     // no topic): the assigned topics are asked which one it is.
     let pattern = format!("^({readable}|{unreadable})$");
-    let out = kdeck()
-        .args(["run", "--headless", "--stop-at-end", "-b", &sasl_ssl(), "-G", &group, "--pattern", &pattern, "--connect-timeout", "5s"])
-        .args(["--sasl-user", "alice", "--tls-ca", &ca("ca.pem")])
-        .env("KDECK_SASL_PASSWORD", alice_password())
-        .arg("--log-file")
-        .arg(dir.path().join("pattern.log"))
-        .arg("--audit")
-        .arg(dir.path().join("audit.sqlite"))
-        .output()
-        .unwrap();
+    let out = run_as_alice_on(&group, &["--pattern", &pattern], dir.path(), &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     let last = err.lines().last().unwrap_or_default();
     assert!(!out.status.success());

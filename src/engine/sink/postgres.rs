@@ -482,21 +482,11 @@ impl PostgresSink {
             self.claim = Some(Claim { generation: row.get(0), expected: row.get(1) });
         }
         if let Some((tried, held)) = self.unsettled {
-            let row = self
-                .client
-                .as_mut()
-                .unwrap()
-                .query_one(
-                    "SELECT generation, next_offset FROM kdeck_offsets WHERE group_id = $1 AND topic = $2 AND partition = $3",
-                    &[&self.group, &topic, &partition],
-                )
-                .map_err(|e| self.fail(&e, false))?;
-            let (generation, stored): (i64, Option<i64>) = (row.get(0), row.get(1));
-            let claim = self.claim.as_mut().unwrap();
-            if generation == claim.generation && stored == Some(tried) && claim.expected != Some(tried) {
-                // The lost commit went through: its batch is in the database
+            // Only a commit that was to move the offset tells, by the offset, whether it went in.
+            let moving = self.claim.and_then(|c| c.expected).is_none_or(|e| tried > e);
+            if moving && self.own_commit_reached(tried)? {
+                // The commit went through: its batch is in the database
                 // (writes added since, for a later batch, stay).
-                claim.expected = Some(tried);
                 self.pending.drain(..held.min(self.pending.len()));
                 self.eos.closed(None);
             }
@@ -651,7 +641,7 @@ impl PostgresSink {
             )
         };
         let changed = changed.map_err(|e| self.fail(&e, false))?;
-        if eos && changed != 1 && self.already_in(p)? {
+        if eos && changed != 1 && self.own_commit_reached(p.next_offset)? {
             return Ok(true);
         }
         if eos && changed != 1 {
@@ -663,22 +653,23 @@ impl PostgresSink {
         Ok(false)
     }
 
-    /// Whether this worker's own earlier commit already moved the offset to
-    /// `p.next_offset` or past it (the same generation: nobody else wrote).
-    fn already_in(&mut self, p: &Progress) -> Result<bool, Failure> {
+    /// Whether this worker's own commits moved the stored offset to `offset`
+    /// or past it (the same generation: nobody else wrote since the claim);
+    /// if so, that is what it now expects.
+    fn own_commit_reached(&mut self, offset: i64) -> Result<bool, Failure> {
         let row = self
             .client
             .as_mut()
             .unwrap()
             .query_one(
                 "SELECT generation, next_offset FROM kdeck_offsets WHERE group_id = $1 AND topic = $2 AND partition = $3",
-                &[&self.group, &p.topic, &p.partition],
+                &[&self.group, &self.topic, &self.partition],
             )
             .map_err(|e| self.fail(&e, false))?;
         let (generation, stored): (i64, Option<i64>) = (row.get(0), row.get(1));
-        let claim = self.claim.as_mut().unwrap();
-        if generation == claim.generation && stored.is_some_and(|s| s >= p.next_offset) {
-            claim.expected = stored;
+        let claim = self.claim.as_mut().expect("claimed in ready()");
+        if generation == claim.generation && stored.is_some_and(|s| s >= offset) {
+            claim.expected = claim.expected.max(stored);
             return Ok(true);
         }
         Ok(false)
