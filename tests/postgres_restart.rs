@@ -102,6 +102,10 @@ impl Fleet {
         let until = std::time::Instant::now() + deadline;
         while self.stored() < target {
             if std::time::Instant::now() > until {
+                let ends = end_offsets(&self.topic);
+                let stored = stored_offsets(&self.group, &self.topic);
+                let committed = committed_offsets(&self.group, &self.topic);
+                eprintln!("ends {ends:?}\nstored {stored:?}\nkafka committed {committed:?}");
                 let sessions: Vec<String> = pg()
                     .query(
                         "SELECT state || ' ' || coalesce(wait_event, '') || ' ' || left(query, 80) FROM pg_stat_activity WHERE application_name = 'kdeck'",
@@ -114,7 +118,8 @@ impl Fleet {
                 let mut logs = String::new();
                 for id in 0..3 {
                     let log = std::fs::read_to_string(self.dir.path().join(format!("kdeck-{id}.log"))).unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().filter(|l| !l.contains(" INFO ")).collect();
+                    let tail: Vec<&str> =
+                        log.lines().filter(|l| !l.contains(" INFO ") || l.contains("ssign") || l.contains("evoke") || l.contains("ebalance")).collect();
                     logs += &format!("host-{id}:\n{}\n", tail[tail.len().saturating_sub(15)..].join("\n"));
                 }
                 panic!("{what}: stored {} of {target} after {deadline:?}\nsessions: {sessions:#?}\n{logs}", self.stored());
