@@ -402,7 +402,7 @@ fn check_cluster(consumer: &KConsumer, config: &EngineConfig) -> Result<()> {
             distinct.sort();
             distinct.dedup();
             match crate::admin::unreadable(consumer, &distinct, config.connect_timeout) {
-                Ok(refused) if !refused.is_empty() => return Err(anyhow!(cannot_read(config, &refused, &config.brokers))),
+                Ok(refused) if !refused.is_empty() => return Err(anyhow!(cannot_read(&crate::security::who(&config.properties), &refused, &config.brokers))),
                 Ok(_) => {}
                 Err(e) => tracing::debug!("the topics' authorized operations are not known: {e}"),
             }
@@ -418,14 +418,10 @@ fn check_cluster(consumer: &KConsumer, config: &EngineConfig) -> Result<()> {
 }
 
 /// "user alice may not read topic `t` …" for topics the ACLs let be seen, not read.
-fn cannot_read(config: &EngineConfig, topics: &[String], brokers: &str) -> String {
+fn cannot_read(who: &str, topics: &[String], brokers: &str) -> String {
     let names: Vec<String> = topics.iter().map(|t| format!("`{t}`")).collect();
     let (noun, them) = if topics.len() == 1 { ("topic", "it") } else { ("topics", "them") };
-    format!(
-        "{} may not read {noun} {} on {brokers}: the cluster's ACLs let {them} be seen but not read (grant READ on {them})",
-        crate::security::who(&config.properties),
-        names.join(", ")
-    )
+    format!("{who} may not read {noun} {} on {brokers}: the cluster's ACLs let {them} be seen but not read (grant READ on {them})", names.join(", "))
 }
 
 fn refused(consumer: &KConsumer, topic: &str, timeout: Duration) -> bool {
@@ -468,9 +464,7 @@ impl Refusals {
                 if which.is_empty() {
                     return None;
                 }
-                let names: Vec<String> = which.iter().map(|t| format!("`{t}`")).collect();
-                let noun = if which.len() == 1 { "topic" } else { "topics" };
-                Some(format!("{} may not read {noun} {} on {}: the cluster's ACLs refuse it (grant READ)", self.who, names.join(", "), self.brokers))
+                Some(cannot_read(&self.who, &which, &self.brokers))
             }
             _ => None,
         }
