@@ -309,6 +309,10 @@ pub struct RunArgs {
     /// Bound on start-up checks: broker reachable, topics exist (default 10s).
     #[arg(long)]
     pub connect_timeout: Option<String>,
+    /// With group.instance.id: partitions of the Stable group owned by no
+    /// member this long get a rebalance (default 30s).
+    #[arg(long)]
+    pub unowned_after: Option<String>,
     /// Attempts in all before a failing record is dead-lettered (default 5).
     #[arg(long)]
     pub retry_max: Option<u32>,

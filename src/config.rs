@@ -28,6 +28,7 @@ pub struct FileConfig {
     pub max_queue: Option<usize>,
     pub max_queue_bytes: Option<String>,
     pub drain_timeout: Option<String>,
+    pub unowned_after: Option<String>,
     pub connect_timeout: Option<String>,
     pub log_file: Option<PathBuf>,
     pub format: Option<String>,
@@ -233,6 +234,10 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
     engine.drain_timeout = duration("drain-timeout", args.drain_timeout.clone().or(file.drain_timeout), engine.drain_timeout)?;
     engine.connect_timeout =
         duration("connect-timeout", args.connect_timeout.clone().or(file.connect_timeout), engine.connect_timeout)?;
+    engine.unowned_after = duration("unowned-after", args.unowned_after.clone().or(file.unowned_after.clone()), engine.unowned_after)?;
+    if engine.unowned_after < Duration::from_secs(1) {
+        bail!("--unowned-after must be at least 1s");
+    }
     engine.stop_at_end = args.stop_at_end;
     engine.sink_label = pipeline.sink.to_string();
     let mut retry = RetryPolicy::default();

@@ -72,6 +72,15 @@ fn a_bad_commit_strategy_says_what_is_expected() {
 }
 
 #[test]
+fn a_bad_unowned_after_is_one_sentence() {
+    for (value, says) in [("soon", "is not a duration"), ("100ms", "at least 1s")] {
+        let (out, _) = run(&["run", "--headless", "-b", "127.0.0.1:1", "-t", "x", "--unowned-after", value]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(says), "{value}: {}", stderr(&out));
+    }
+}
+
+#[test]
 fn properties_the_guarantees_rest_on_are_refused_with_the_reason() {
     let refused = [
         (&["-X", "enable.auto.commit=true"][..], "has not finished"),

@@ -72,23 +72,25 @@ struct Fleet {
 
 impl Fleet {
     fn spawn(&self, id: usize) -> Killed {
-        Killed(
-            kdeck()
-                .args(["run", "--headless", "-b", &brokers(), "-G", &self.group, "-t", &self.topic, "--format", "json"])
-                .args(["--commit", self.commit, "--sink", &pg_url(), "--sql", &self.sql])
-                // Static membership: a restarted instance takes its place at once.
-                .args(["-X", &format!("group.instance.id=host-{id}"), "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"])
-                .args(["-X", "partition.assignment.strategy=cooperative-sticky"])
-                .env("PGPASSWORD", pg_password())
-                .arg("--audit")
-                .arg(self.dir.path().join(format!("audit-{id}.sqlite")))
-                .arg("--log-file")
-                .arg(self.dir.path().join(format!("kdeck-{id}.log")))
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
+        let mut cmd = kdeck();
+        cmd.args(["run", "--headless", "-b", &brokers(), "-G", &self.group, "-t", &self.topic, "--format", "json"])
+            .args(["--commit", self.commit, "--sink", &pg_url(), "--sql", &self.sql])
+            // Static membership: a restarted instance takes its place at once.
+            .args(["-X", &format!("group.instance.id=host-{id}"), "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"])
+            .args(["-X", "partition.assignment.strategy=cooperative-sticky"])
+            .env("PGPASSWORD", pg_password())
+            .arg("--audit")
+            .arg(self.dir.path().join(format!("audit-{id}.sqlite")))
+            .arg("--log-file")
+            .arg(self.dir.path().join(format!("kdeck-{id}.log")))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        // KDECK_FLEET_DEBUG=1: librdkafka's group protocol in the hosts' logs,
+        // kept in /tmp when a round stalls.
+        if std::env::var_os("KDECK_FLEET_DEBUG").is_some() {
+            cmd.args(["-X", "debug=cgrp"]).env("KDECK_LOG", "info,librdkafka=debug");
+        }
+        Killed(cmd.spawn().unwrap())
     }
 
     /// Records whose effect the database holds, by its stored offsets.
@@ -122,6 +124,11 @@ impl Fleet {
                         log.lines().filter(|l| !l.contains(" INFO ") || l.contains("ssign") || l.contains("evoke") || l.contains("ebalance")).collect();
                     logs += &format!("host-{id}:\n{}\n", tail[tail.len().saturating_sub(15)..].join("\n"));
                 }
+                if std::env::var_os("KDECK_FLEET_DEBUG").is_some() {
+                    let keep = std::path::PathBuf::from(format!("/tmp/fleet-stall-{}", std::process::id()));
+                    let _ = std::process::Command::new("cp").arg("-r").arg(self.dir.path()).arg(&keep).status();
+                    eprintln!("logs kept in {}", keep.display());
+                }
                 panic!("{what}: stored {} of {target} after {deadline:?}\nsessions: {sessions:#?}\n{logs}", self.stored());
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -154,6 +161,11 @@ fn killed_repeatedly(commit: &'static str) -> (BTreeMap<String, (i64, i64)>, BTr
     }
     fleet.wait_stored("every record's effect in the database", RECORDS as i64, Duration::from_secs(240));
     drop(hosts);
+    let asked = (0..3)
+        .map(|id| std::fs::read_to_string(fleet.dir.path().join(format!("kdeck-{id}.log"))).unwrap_or_default())
+        .map(|log| log.matches("owned by no member").count())
+        .sum::<usize>();
+    println!("{commit}: rebalances asked for partitions no member owned: {asked}");
     (expected, totals(&table))
 }
 

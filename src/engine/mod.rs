@@ -23,6 +23,7 @@ pub mod replay;
 pub mod sink;
 mod stable_offsets;
 pub mod stats;
+pub mod unowned;
 pub mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,6 +81,9 @@ pub struct EngineConfig {
     pub revoke_timeout: Duration,
     /// Bound on start-up checks (broker reachable, topics exist).
     pub connect_timeout: Duration,
+    /// A static member asks for a rebalance when partitions of a Stable group
+    /// have had no owner this long (see unowned.rs).
+    pub unowned_after: Duration,
     pub stop_at_end: bool,
     /// How the sink is described in the snapshot.
     pub sink_label: String,
@@ -106,6 +110,7 @@ impl EngineConfig {
             drain_timeout: Duration::from_secs(10),
             revoke_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            unowned_after: Duration::from_secs(30),
             stop_at_end: false,
             sink_label: "null".to_string(),
             retry: RetryPolicy::default(),
@@ -321,10 +326,22 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
         brokers: config.brokers.clone(),
         timeout: config.connect_timeout,
     };
+    // Only a static member in a classic group can be left with partitions no
+    // one owns (unowned.rs); a dynamic member's replacement is a rebalance.
+    if config.property("group.instance.id").is_some() && is_classic_group(&config) {
+        let notices = core.lock().unwrap().notices();
+        if let Err(e) = unowned::watch(&cc, &config.group, &config.subscription, config.unowned_after, notices, shutdown.clone()) {
+            tracing::warn!("{e}: partitions left without an owner will not be noticed");
+        }
+    }
     let thread = std::thread::Builder::new()
         .name("kdeck-poll".into())
         .spawn(move || poll_loop(consumer, core, commands_rx, snap_tx, loop_shutdown, drain_timeout, refusals))?;
     Ok(EngineHandle { commands: commands_tx, snapshots: snap_rx, shutdown, thread: Some(thread) })
+}
+
+fn is_classic_group(config: &EngineConfig) -> bool {
+    config.property("group.protocol").is_none_or(|p| p.eq_ignore_ascii_case("classic"))
 }
 
 /// auto.offset.reset (kdeck's default: earliest).
