@@ -318,7 +318,7 @@ fn switching_into_and_out_of_eos_hands_over_and_eos_is_refused_where_the_sink_ca
     let engine = engine::start(other, handlers).unwrap();
     engine.send(Command::SetStrategy(CommitStrategy::Eos));
     let s = wait_snapshot(&engine, "the refusal", Duration::from_secs(30), |s| s.errors.iter().any(|e| e.message.contains("eos refused")));
-    assert!(s.errors.iter().any(|e| e.message.contains("only sqlite:PATH and kafka:TOPIC")));
+    assert!(s.errors.iter().any(|e| e.message.contains("only sqlite:PATH, postgres://… and kafka:TOPIC")));
     assert_ne!(s.commit_strategy, "eos");
     engine.stop().unwrap();
 }

@@ -1,6 +1,7 @@
 //! The PostgreSQL sink against a real server (`scripts/postgres`, Debian's
 //! packages): the default table, `--sql` upserts, exactly-once offsets with
-//! generation claims, a commit whose answer is lost, and bad input. (The
+//! generation claims, a commit whose answer is lost, switching into and out
+//! of exactly-once while running, and bad input. (The
 //! server's restarts are in postgres_restart.rs: they would cut these tests'
 //! connections.)
 
@@ -193,4 +194,62 @@ fn the_password_comes_from_a_file_or_pgpass_never_from_the_command_line() {
     assert!(by_pgpass.status.success(), "{}", String::from_utf8_lossy(&by_pgpass.stderr));
     let rows: i64 = pg().query_one(&format!("SELECT count(*) FROM \"{topic}\""), &[]).unwrap().get(0);
     assert_eq!(rows, 20);
+}
+
+#[test]
+fn switching_into_and_out_of_eos_while_running_applies_every_record_once() {
+    use kdeck::engine::pipeline::{Format, Pipeline, PipelineConfig};
+    use kdeck::engine::{self, Command, CommitStrategy, EngineConfig, SinkSpec, Subscription};
+
+    let topic = unique("pg-switch");
+    create_topic(&topic, 3);
+    let expected = produce_orders(&topic, 6000, 7, 3);
+    let table = format!("totals_{}", unique("sw").replace('-', "_"));
+    let group = unique("g-pg-switch");
+    let pipeline = Pipeline::new(&PipelineConfig {
+        format: Format::Json,
+        sink: SinkSpec::Postgres(pg_url()),
+        sink_options: kdeck::engine::sink::SinkOptions {
+            sql: Some(totals_table(&table)),
+            sink_password: Some(pg_password()),
+            group: group.clone(),
+            ..Default::default()
+        },
+        delay: Duration::from_millis(1),
+        ..Default::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = EngineConfig::new(&brokers(), &group, Subscription::Topics(vec![topic.clone()]));
+    cfg.audit_path = dir.path().join("audit.sqlite");
+    cfg.max_queue = 100; // a switch into eos first finishes what is queued
+    cfg.exactly_once = pipeline.exactly_once();
+    cfg.stop_at_end = true;
+    let engine = engine::start(cfg, pipeline.factory()).unwrap();
+    let applied = || totals(&table).values().map(|(_, n)| n).sum::<i64>();
+    let stored = || stored_offsets(&group, &topic).values().sum::<i64>();
+    let until = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    until("progress at the default strategy", &|| applied() >= 500);
+    let (offsets, rows) = (stored(), applied());
+    assert!(offsets <= rows, "outside eos the stored offsets follow the database ({offsets} <= {rows})");
+    engine.send(Command::SetStrategy(CommitStrategy::Eos));
+    until("eos", &|| engine.snapshot().commit_strategy == "eos");
+    let at_switch = applied();
+    until("offsets committed with the writes", &|| applied() > at_switch + 500 && stored_offsets(&group, &topic).len() == 3);
+    let view = engine.snapshot().eos.clone().expect("the sink can do eos");
+    assert!(view.enabled && view.commits > 0, "{view:?}");
+    engine.send(Command::SetStrategy(CommitStrategy::Batch(100)));
+    until("back to batch", &|| engine.snapshot().commit_strategy == "batch:100");
+    until("the end", &|| engine.is_finished());
+    engine.join().unwrap();
+    assert_eq!(totals(&table), expected, "every record applied once across both handovers");
+    assert_eq!(stored_offsets(&group, &topic), end_offsets(&topic), "the stored offsets follow the database to the end");
+    assert_eq!(committed_offsets(&group, &topic), end_offsets(&topic));
 }

@@ -16,7 +16,7 @@ impl Core {
         }
         if strategy == CommitStrategy::Eos {
             let refusal = if self.exactly_once.is_none() {
-                Some("the sink cannot write offsets with its output (only sqlite:PATH and kafka:TOPIC can)")
+                Some("the sink cannot write offsets with its output (only sqlite:PATH, postgres://… and kafka:TOPIC can)")
             } else if self.retry.ordering == crate::engine::worker::RetryOrdering::Key {
                 Some("exactly-once needs --ordering partition")
             } else if self.reads_uncommitted {

@@ -7,6 +7,7 @@ mod kafka;
 mod group_commit;
 mod kafka_txn;
 mod postgres;
+mod postgres_params;
 mod sqlite;
 
 use std::path::PathBuf;

@@ -29,6 +29,7 @@ use rdkafka::message::{Message, OwnedMessage};
 use serde_json::Value;
 
 use super::eos::ExactlyOnce;
+use super::postgres_params::positional;
 use super::{lossy, Sink};
 use crate::engine::handler::{Failure, Progress, Stage};
 
@@ -249,53 +250,6 @@ fn explain(shown: &str, e: &postgres::Error) -> String {
         return format!("PostgreSQL at {shown} asks for a password: give it in PGPASSWORD, ~/.pgpass or --sink-password-file");
     }
     format!("cannot reach PostgreSQL at {shown}: {cause}")
-}
-
-/// `:name` parameters turned into `$n` (a name used twice is one parameter),
-/// leaving strings, quoted identifiers, comments and `::` casts alone.
-/// Returns the statement and the names in parameter order.
-pub fn positional(sql: &str) -> (String, Vec<String>) {
-    let chars: Vec<char> = sql.chars().collect();
-    let (mut out, mut names) = (String::with_capacity(sql.len()), Vec::<String>::new());
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        let quoted_until = |close: char, from: usize| (from + 1..chars.len()).find(|&j| chars[j] == close).unwrap_or(chars.len() - 1);
-        match c {
-            '\'' | '"' => {
-                let end = quoted_until(c, i);
-                out.extend(&chars[i..=end]);
-                i = end + 1;
-            }
-            '-' if chars.get(i + 1) == Some(&'-') => {
-                let end = (i..chars.len()).find(|&j| chars[j] == '\n').unwrap_or(chars.len() - 1);
-                out.extend(&chars[i..=end]);
-                i = end + 1;
-            }
-            ':' if chars.get(i + 1) == Some(&':') => {
-                out.push_str("::");
-                i += 2;
-            }
-            ':' if chars.get(i + 1).is_some_and(|n| n.is_ascii_alphabetic() || *n == '_') => {
-                let end = (i + 1..chars.len()).find(|&j| !(chars[j].is_ascii_alphanumeric() || chars[j] == '_')).unwrap_or(chars.len());
-                let name: String = chars[i + 1..end].iter().collect();
-                let n = match names.iter().position(|x| *x == name) {
-                    Some(p) => p + 1,
-                    None => {
-                        names.push(name);
-                        names.len()
-                    }
-                };
-                out.push_str(&format!("${n}"));
-                i = end;
-            }
-            _ => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    (out, names)
 }
 
 /// What a PostgreSQL sink writes, shared by its partitions.
@@ -851,15 +805,6 @@ impl Sink for PostgresSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn named_parameters_become_positional_outside_strings_casts_and_comments() {
-        let (sql, names) = positional(
-            "INSERT INTO t(a, b, c) VALUES(:customer, :amount::numeric, ':not' || \":nope\") -- :comment\n ON CONFLICT (a) DO UPDATE SET b = t.b + :amount",
-        );
-        assert_eq!(sql, "INSERT INTO t(a, b, c) VALUES($1, $2::numeric, ':not' || \":nope\") -- :comment\n ON CONFLICT (a) DO UPDATE SET b = t.b + $2");
-        assert_eq!(names, vec!["customer", "amount"]);
-    }
 
     #[test]
     fn sslmode_and_sslrootcert_are_taken_from_the_query() {
