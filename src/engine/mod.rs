@@ -326,17 +326,17 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
         brokers: config.brokers.clone(),
         timeout: config.connect_timeout,
     };
+    let notices = core.lock().unwrap().notices();
+    let thread = std::thread::Builder::new()
+        .name("kdeck-poll".into())
+        .spawn(move || poll_loop(consumer, core, commands_rx, snap_tx, loop_shutdown, drain_timeout, refusals))?;
     // Only a static member in a classic group can be left with partitions no
     // one owns (unowned.rs); a dynamic member's replacement is a rebalance.
     if config.property("group.instance.id").is_some() && is_classic_group(&config) {
-        let notices = core.lock().unwrap().notices();
         if let Err(e) = unowned::watch(&cc, &config.group, &config.subscription, config.unowned_after, notices, shutdown.clone()) {
             tracing::warn!("{e}: partitions left without an owner will not be noticed");
         }
     }
-    let thread = std::thread::Builder::new()
-        .name("kdeck-poll".into())
-        .spawn(move || poll_loop(consumer, core, commands_rx, snap_tx, loop_shutdown, drain_timeout, refusals))?;
     Ok(EngineHandle { commands: commands_tx, snapshots: snap_rx, shutdown, thread: Some(thread) })
 }
 
@@ -588,6 +588,9 @@ fn poll_loop(
     // Leaving the group runs the revoke callback (inside Drop); it finds nothing left to do.
     consumer.unsubscribe();
     drop(consumer);
+    // Whatever ended the loop (--stop-at-end, a fatal error), the engine's other
+    // threads (unowned.rs) stop with it.
+    shutdown.store(true, Ordering::SeqCst);
     let _ = snapshots.send(Arc::new(last));
     tracing::info!("engine stopped");
     match fatal {

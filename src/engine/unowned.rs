@@ -183,12 +183,21 @@ fn check(client: &BaseConsumer, group: &str, subscription: &Subscription) -> Opt
 }
 
 /// The subscribed topics and those the members own, with their partition
-/// counts. A pattern is matched by librdkafka's regex dialect, not this
-/// crate's: for a pattern only the topics members own are counted.
+/// counts. For a pattern, the topics the group has offsets for that match it
+/// count too (a topic the replaced member had whole is owned by no one). The
+/// pattern is matched by this crate's regex, not librdkafka's dialect: a topic
+/// only this side matches is counted only if the group has offsets for it.
 fn partition_counts(client: &BaseConsumer, group: &GroupDescription, subscription: &Subscription) -> Option<BTreeMap<String, i32>> {
     let mut names: BTreeSet<String> = group.members.iter().flat_map(|m| m.partitions.iter().map(|(t, _)| t.clone())).collect();
-    if let Subscription::Topics(topics) = subscription {
-        names.extend(topics.iter().cloned());
+    match subscription {
+        Subscription::Topics(topics) => names.extend(topics.iter().cloned()),
+        Subscription::Pattern(p) => {
+            let anchored = if p.starts_with('^') { p.clone() } else { format!("^{p}") };
+            if let Ok(pattern) = regex::Regex::new(&anchored) {
+                let committed = crate::admin::committed_offsets(client, &group.group, TIMEOUT).ok()?;
+                names.extend(committed.into_iter().filter(|c| c.offset.is_some() && pattern.is_match(&c.topic)).map(|c| c.topic));
+            }
+        }
     }
     let mut counts = BTreeMap::new();
     for t in &names {
@@ -234,8 +243,15 @@ fn nudge(config: &ClientConfig, tps: &BTreeSet<Tp>, stop: &AtomicBool) -> Result
     let topics: BTreeSet<&str> = tps.iter().map(|(t, _)| t.as_str()).collect();
     consumer.subscribe(&topics.into_iter().collect::<Vec<_>>()).map_err(|e| e.to_string())?;
     let until = Instant::now() + JOIN_WAIT;
-    while !consumer.context().0.load(Ordering::SeqCst) && Instant::now() < until && !stop.load(Ordering::SeqCst) {
-        let _ = consumer.poll(Duration::from_millis(100));
+    let mut last_error = None;
+    while !consumer.context().0.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
+        if Instant::now() >= until {
+            let why = last_error.map_or_else(String::new, |e| format!(": {e}"));
+            return Err(format!("the short-lived member was not let into the group within {JOIN_WAIT:?}{why}"));
+        }
+        if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
+            last_error = Some(e);
+        }
     }
     // Dropping closes the consumer: it leaves the group (LeaveGroup).
     Ok(())
