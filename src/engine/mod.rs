@@ -164,6 +164,9 @@ pub struct EngineHandle {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     shutdown: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<()>>>,
+    /// unowned.rs's thread: a short-lived member it has in the group leaves
+    /// before the process exits.
+    watch: Option<JoinHandle<()>>,
 }
 
 impl EngineHandle {
@@ -190,9 +193,22 @@ impl EngineHandle {
 
     /// Waits for the engine to stop (after a shutdown, `--stop-at-end` or an error).
     pub fn join(mut self) -> Result<()> {
-        match self.thread.take() {
+        let result = match self.thread.take() {
             Some(t) => t.join().map_err(|_| anyhow!("the engine thread panicked"))?,
             None => Ok(()),
+        };
+        self.join_watch();
+        result
+    }
+
+    /// The poll loop has ended and set the shutdown flag: the watch stops
+    /// within a check, or once its short-lived member has left (bounded).
+    fn join_watch(&mut self) {
+        if let Some(w) = self.watch.take() {
+            let until = std::time::Instant::now() + Duration::from_secs(5);
+            while !w.is_finished() && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 
@@ -209,6 +225,7 @@ impl Drop for EngineHandle {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        self.join_watch();
     }
 }
 
@@ -332,12 +349,14 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
         .spawn(move || poll_loop(consumer, core, commands_rx, snap_tx, loop_shutdown, drain_timeout, refusals))?;
     // Only a static member in a classic group can be left with partitions no
     // one owns (unowned.rs); a dynamic member's replacement is a rebalance.
-    if config.property("group.instance.id").is_some() && is_classic_group(&config) {
-        if let Err(e) = unowned::watch(&cc, &config.group, &config.subscription, config.unowned_after, notices, shutdown.clone()) {
-            tracing::warn!("{e}: partitions left without an owner will not be noticed");
-        }
-    }
-    Ok(EngineHandle { commands: commands_tx, snapshots: snap_rx, shutdown, thread: Some(thread) })
+    let watch = if config.property("group.instance.id").is_some() && is_classic_group(&config) {
+        unowned::watch(&cc, &config.group, &config.subscription, config.unowned_after, notices, shutdown.clone())
+            .map_err(|e| tracing::warn!("{e}: partitions left without an owner will not be noticed"))
+            .ok()
+    } else {
+        None
+    };
+    Ok(EngineHandle { commands: commands_tx, snapshots: snap_rx, shutdown, thread: Some(thread), watch })
 }
 
 fn is_classic_group(config: &EngineConfig) -> bool {

@@ -110,8 +110,8 @@ impl Tracker {
 
 /// Starts the watching thread. `config` is the engine consumer's (cluster,
 /// security, group, assignor); the watching client never joins the group.
-/// It stops with the engine (`stop`); a rebalance it is asking for then stops
-/// waiting and leaves the group.
+/// It stops with the engine (`stopped`); a rebalance it is asking for then
+/// stops waiting and leaves the group (the engine waits for that, briefly).
 pub fn watch(
     config: &ClientConfig,
     group: &str,
@@ -119,7 +119,7 @@ pub fn watch(
     after: Duration,
     notices: Sender<Notice>,
     stopped: Arc<AtomicBool>,
-) -> Result<(), String> {
+) -> Result<std::thread::JoinHandle<()>, String> {
     let mut watcher = config.clone();
     watcher.remove("group.instance.id");
     watcher.set("statistics.interval.ms", "0");
@@ -127,7 +127,7 @@ pub fn watch(
     let (config, group, subscription) = (config.clone(), group.to_string(), subscription.clone());
     // A check every quarter of the wait, at least once a second.
     let every = (after / 4).clamp(Duration::from_secs(1), Duration::from_secs(10));
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("kdeck-unowned".into())
         .spawn(move || {
             let pause = |d: Duration| {
@@ -162,7 +162,7 @@ pub fn watch(
             }
         })
         .map_err(|e| format!("cannot start the group watcher: {e}"))?;
-    Ok(())
+    Ok(thread)
 }
 
 /// Describes the group: None when the cluster did not answer (asked again
