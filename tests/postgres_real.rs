@@ -55,8 +55,7 @@ fn sql_upserts_under_eos_give_exact_totals_across_runs_and_a_kafka_offset_reset(
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("pg-totals");
     create_topic(&topic, 3);
-    let table = format!("totals_{}", unique("t").replace('-', "_"));
-    let sql = totals_table(&table);
+    let (table, sql) = fresh_totals("t");
     let mut expected = produce_orders(&topic, 2000, 10, 3);
     let group = unique("g-pg-sql");
     let out = run_pg(&group, &topic, dir.path(), &["--commit", "eos", "--sql", &sql]).output().unwrap();
@@ -117,8 +116,7 @@ fn a_commit_whose_answer_is_lost_is_settled_from_the_offsets_row_not_applied_twi
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("pg-lost");
     create_topic(&topic, 3);
-    let table = format!("totals_{}", unique("l").replace('-', "_"));
-    let sql = totals_table(&table);
+    let (table, sql) = fresh_totals("l");
     let expected = produce_orders(&topic, 900, 5, 3);
     let group = unique("g-pg-lost");
     let status = dir.path().join("status.jsonl");
@@ -204,13 +202,13 @@ fn switching_into_and_out_of_eos_while_running_applies_every_record_once() {
     let topic = unique("pg-switch");
     create_topic(&topic, 3);
     let expected = produce_orders(&topic, 6000, 7, 3);
-    let table = format!("totals_{}", unique("sw").replace('-', "_"));
+    let (table, sql) = fresh_totals("sw");
     let group = unique("g-pg-switch");
     let pipeline = Pipeline::new(&PipelineConfig {
         format: Format::Json,
         sink: SinkSpec::Postgres(pg_url()),
         sink_options: kdeck::engine::sink::SinkOptions {
-            sql: Some(totals_table(&table)),
+            sql: Some(sql),
             sink_password: Some(pg_password()),
             group: group.clone(),
             ..Default::default()

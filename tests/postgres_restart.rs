@@ -32,8 +32,7 @@ fn a_postgres_restart_in_the_middle_of_a_run_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("pg-restart");
     create_topic(&topic, 3);
-    let table = format!("totals_{}", unique("r").replace('-', "_"));
-    let sql = totals_table(&table);
+    let (table, sql) = fresh_totals("r");
     let expected = produce_orders(&topic, 3000, 10, 3);
     let group = unique("g-pg-restart");
     let status = dir.path().join("status.jsonl");
@@ -143,8 +142,8 @@ fn killed_repeatedly(commit: &'static str) -> (BTreeMap<String, (i64, i64)>, BTr
     use rand::Rng;
     let topic = unique("pg-fleet");
     create_topic(&topic, PARTITIONS as i32);
-    let table = format!("totals_{}", unique("f").replace('-', "_"));
-    let fleet = Fleet { group: unique("g-fleet"), topic: topic.clone(), sql: totals_table(&table), commit, dir: tempfile::tempdir().unwrap() };
+    let (table, sql) = fresh_totals("f");
+    let fleet = Fleet { group: unique("g-fleet"), topic: topic.clone(), sql, commit, dir: tempfile::tempdir().unwrap() };
     let expected = produce_orders(&topic, RECORDS, 50, PARTITIONS);
     let mut hosts: Vec<Killed> = (0..3).map(|i| fleet.spawn(i)).collect();
     let mut rng = rand::rng();
@@ -194,8 +193,7 @@ fn a_read_only_database_after_a_failover_holds_the_batch_and_dead_letters_nothin
     let _turn = SERVER.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let (topic, dlq) = topic_with_dlq("pg-readonly");
-    let table = format!("totals_{}", unique("ro").replace('-', "_"));
-    let sql = totals_table(&table);
+    let (table, sql) = fresh_totals("ro");
     let group = unique("g-pg-ro");
     let mut expected = produce_orders(&topic, 500, 10, 1);
     let status = dir.path().join("status.jsonl");

@@ -62,6 +62,11 @@ pub enum Subscription {
     Pattern(String),
 }
 
+/// A pattern as librdkafka takes it: a subscription starting with `^`.
+pub fn anchored(pattern: &str) -> String {
+    if pattern.starts_with('^') { pattern.to_string() } else { format!("^{pattern}") }
+}
+
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub brokers: String,
@@ -205,8 +210,8 @@ impl EngineHandle {
     /// within a check, or once its short-lived member has left (bounded).
     fn join_watch(&mut self) {
         if let Some(w) = self.watch.take() {
-            let until = std::time::Instant::now() + Duration::from_secs(5);
-            while !w.is_finished() && std::time::Instant::now() < until {
+            let until = Instant::now() + Duration::from_secs(5);
+            while !w.is_finished() && Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -325,10 +330,7 @@ pub fn start(config: EngineConfig, handlers: HandlerFactory) -> Result<EngineHan
             let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
             consumer.subscribe(&topics)
         }
-        Subscription::Pattern(p) => {
-            let p = if p.starts_with('^') { p.clone() } else { format!("^{p}") };
-            consumer.subscribe(&[p.as_str()])
-        }
+        Subscription::Pattern(p) => consumer.subscribe(&[anchored(p).as_str()]),
     }
     .map_err(|e| anyhow!("subscribing failed: {e}"))?;
 

@@ -192,8 +192,7 @@ fn partition_counts(client: &BaseConsumer, group: &GroupDescription, subscriptio
     match subscription {
         Subscription::Topics(topics) => names.extend(topics.iter().cloned()),
         Subscription::Pattern(p) => {
-            let anchored = if p.starts_with('^') { p.clone() } else { format!("^{p}") };
-            if let Ok(pattern) = regex::Regex::new(&anchored) {
+            if let Ok(pattern) = regex::Regex::new(&super::anchored(p)) {
                 let committed = crate::admin::committed_offsets(client, &group.group, TIMEOUT).ok()?;
                 names.extend(committed.into_iter().filter(|c| c.offset.is_some() && pattern.is_match(&c.topic)).map(|c| c.topic));
             }

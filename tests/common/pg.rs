@@ -69,10 +69,12 @@ pub fn produce_orders(topic: &str, n: usize, customers: usize, partitions: usize
 pub const TOTALS_SQL: &str = "INSERT INTO {table} (customer, total, n) VALUES (:customer, :cents, 1)
     ON CONFLICT (customer) DO UPDATE SET total = {table}.total + excluded.total, n = {table}.n + 1";
 
-/// A totals table of its own and the upsert into it.
-pub fn totals_table(name: &str) -> String {
-    pg().batch_execute(&format!("DROP TABLE IF EXISTS {name}; CREATE TABLE {name} (customer TEXT PRIMARY KEY, total NUMERIC NOT NULL, n BIGINT NOT NULL)")).unwrap();
-    TOTALS_SQL.replace("{table}", name)
+/// A new totals table named after `prefix`, and the upsert into it.
+pub fn fresh_totals(prefix: &str) -> (String, String) {
+    let table = format!("totals_{}", unique(prefix).replace('-', "_"));
+    pg().batch_execute(&format!("CREATE TABLE {table} (customer TEXT PRIMARY KEY, total NUMERIC NOT NULL, n BIGINT NOT NULL)")).unwrap();
+    let sql = TOTALS_SQL.replace("{table}", &table);
+    (table, sql)
 }
 
 pub fn totals(name: &str) -> BTreeMap<String, (i64, i64)> {
