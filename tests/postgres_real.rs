@@ -251,3 +251,47 @@ fn switching_into_and_out_of_eos_while_running_applies_every_record_once() {
     assert_eq!(stored_offsets(&group, &topic), end_offsets(&topic), "the stored offsets follow the database to the end");
     assert_eq!(committed_offsets(&group, &topic), end_offsets(&topic));
 }
+
+#[test]
+fn instances_and_partitions_starting_together_on_a_fresh_database_create_its_tables_once() {
+    use kdeck::engine::pipeline::{Format, Pipeline, PipelineConfig};
+    use kdeck::engine::SinkSpec;
+
+    // A schema of its own stands for a fresh database: kdeck's tables go there.
+    let schema = unique("fresh").replace('-', "_");
+    pg().batch_execute(&format!("CREATE SCHEMA {schema}")).unwrap();
+    let url = format!("{}?options=-csearch_path%3D{schema}", pg_url());
+    // Eight instances at once: each creates kdeck_offsets if it is missing.
+    let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let instances: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, start) = (url.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                Pipeline::new(&PipelineConfig {
+                    format: Format::Json,
+                    sink: SinkSpec::Postgres(url),
+                    sink_options: kdeck::engine::sink::SinkOptions { sink_password: Some(pg_password()), group: "g".into(), ..Default::default() },
+                    ..Default::default()
+                })
+                .map(|_| ())
+            })
+        })
+        .collect();
+    for i in instances {
+        i.join().unwrap().expect("every instance starts");
+    }
+    // Six partitions' first writes at once: each creates the topic's table if it is missing.
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("pg-fresh");
+    create_topic(&topic, 6);
+    produce_with_kcat(&topic, 600, 100);
+    let out = run_to_end(&unique("g-pg-fresh"), &topic, dir.path())
+        .args(["--format", "json", "--sink", &url, "--commit", "eos"])
+        .env("PGPASSWORD", pg_password())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: i64 = pg().query_one(&format!("SELECT count(*) FROM {schema}.\"{topic}\""), &[]).unwrap().get(0);
+    assert_eq!(rows, 600);
+}

@@ -38,6 +38,19 @@ const OFFSETS_TABLE: &str = "CREATE TABLE IF NOT EXISTS kdeck_offsets (
     next_offset BIGINT, generation BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (group_id, topic, partition))";
 
+/// `CREATE TABLE IF NOT EXISTS` is not safe against itself: two sessions
+/// creating one table at once, one fails on the catalog's unique index
+/// (instances starting together on a fresh database, partitions' first writes
+/// into a default table). kdeck's table creations take turns on this lock
+/// (a transaction-level advisory lock: held to the end of the statement's
+/// transaction, implicit or the batch's own).
+fn create_if_missing(client: &mut Client, ddl: &str) -> Result<(), postgres::Error> {
+    client.batch_execute(&format!("SELECT pg_advisory_xact_lock({DDL_LOCK}); {ddl}"))
+}
+
+/// The advisory lock key kdeck's table creations take turns on ("kdeckddl").
+const DDL_LOCK: i64 = 0x6b6465636b64646c;
+
 /// Parameters every record binds, whatever its format.
 const RECORD_PARAMETERS: [&str; 6] = ["topic", "partition", "offset", "key", "value", "timestamp"];
 
@@ -266,7 +279,7 @@ impl PostgresTarget {
     pub fn new(url: &str, password: Option<&str>, sql: Option<String>, group: &str) -> Result<PostgresTarget, String> {
         let db = Database::new(url, password)?;
         let mut client = db.connect()?;
-        client.batch_execute(OFFSETS_TABLE).map_err(|e| explain(&db.shown, &e))?;
+        create_if_missing(&mut client, OFFSETS_TABLE).map_err(|e| explain(&db.shown, &e))?;
         let sql = match sql {
             None => None,
             Some(text) => {
@@ -528,12 +541,13 @@ impl PostgresSink {
     fn table(&mut self, topic: &str) -> Result<String, postgres::Error> {
         let name = format!("\"{}\"", topic.replace('"', "\"\""));
         if !self.tables.contains(&name) {
-            self.client.as_mut().unwrap().batch_execute(&format!(
+            let ddl = format!(
                 "CREATE TABLE IF NOT EXISTS {name} (
                     topic TEXT NOT NULL, partition INTEGER NOT NULL, \"offset\" BIGINT NOT NULL,
                     key TEXT, value TEXT, headers TEXT, timestamp BIGINT, headers_b64 TEXT,
                     PRIMARY KEY (topic, partition, \"offset\"))"
-            ))?;
+            );
+            create_if_missing(self.client.as_mut().unwrap(), &ddl)?;
             self.tables.insert(name.clone());
         }
         Ok(name)
